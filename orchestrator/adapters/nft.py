@@ -1,0 +1,74 @@
+"""The lab's nftables table through libnftables (Debian's python3-nftables), in-process.
+
+The table is replaced whole in one transaction (``table`` + ``delete table`` + definition), so
+the kernel never holds half a ruleset. What the kernel holds is compared by fingerprint: the
+table's own listing with counters stripped, recorded right after we applied it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import nftables
+
+from .. import netns
+
+_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+
+
+class NftError(RuntimeError):
+    pass
+
+
+def _ctx(json_output: bool = False) -> nftables.Nftables:
+    # libnftables opens its netlink socket when the context is made: make it inside the ns.
+    ctx = nftables.Nftables()
+    ctx.set_json_output(json_output)
+    ctx.set_handle_output(False)
+    return ctx
+
+
+def _run(ns: str | None, cmd: str, json_output: bool = False) -> str:
+    with netns.entered(ns):
+        ctx = _ctx(json_output)
+        rc, out, err = ctx.cmd(cmd)
+    if rc != 0:
+        raise NftError(err.strip() or f"nft failed ({rc})")
+    return out
+
+
+def fingerprint(listing: str) -> str:
+    return hashlib.sha256(_COUNTER.sub("counter", listing).encode()).hexdigest()[:16]
+
+
+def listing(ns: str | None, family: str, name: str) -> str | None:
+    try:
+        return _run(ns, f"list table {family} {name}")
+    except NftError as e:
+        if "No such file or directory" in str(e):
+            return None
+        raise
+
+
+def apply(ns: str | None, family: str, name: str, text: str) -> str:
+    """Replace the table atomically; returns the fingerprint of what the kernel now holds."""
+    _run(ns, f"table {family} {name}\ndelete table {family} {name}\n{text}")
+    got = listing(ns, family, name)
+    assert got is not None
+    return fingerprint(got)
+
+
+def delete(ns: str | None, family: str, name: str) -> bool:
+    try:
+        _run(ns, f"delete table {family} {name}")
+        return True
+    except NftError as e:
+        if "No such file or directory" in str(e):
+            return False
+        raise
+
+
+def ruleset_json(ns: str | None) -> list[dict]:
+    return json.loads(_run(ns, "list ruleset", json_output=True) or '{"nftables": []}')["nftables"]

@@ -1,0 +1,184 @@
+"""Links, addresses and routes through pyroute2's AsyncIPRoute, one socket per namespace.
+
+Sockets are opened by entering the namespace from this thread (see netns.py) and handed to
+AsyncIPRoute as a file descriptor: no helper process per namespace. Requests carry NLM_F_ECHO
+so a create returns the new link (with its index and, for a veth, its peer's index) without a
+second round trip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .. import netns
+from ..model import ROUTE_PROTO
+
+IFF_UP = 0x1
+RT_TABLE_MAIN = 254
+
+
+@dataclass
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    up: bool
+    master: int | None
+    alias: str | None
+    peer_index: int | None  # IFLA_LINK: a veth's peer index in the peer's namespace
+    hairpin: bool = False
+
+
+@dataclass
+class RouteEntry:
+    dst: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address | None
+    oif: int | None
+    proto: int
+
+
+@dataclass
+class NsState:
+    """What one namespace holds, as far as the lab cares."""
+
+    links: dict[str, Link] = field(default_factory=dict)
+    addresses: set[tuple[str, ipaddress.IPv4Interface]] = field(default_factory=set)
+    routes: list[RouteEntry] = field(default_factory=list)
+
+    def by_index(self, index: int | None) -> Link | None:
+        for link in self.links.values():
+            if link.index == index:
+                return link
+        return None
+
+    @classmethod
+    def fresh(cls) -> NsState:
+        """A namespace we just created: only a down loopback."""
+        return cls(links={"lo": Link(1, "lo", None, False, None, None, None)})
+
+
+class Rtnl:
+    def __init__(self) -> None:
+        self._handles: dict[str | None, AsyncIPRoute] = {}
+
+    def handle(self, ns: str | None) -> AsyncIPRoute:
+        h = self._handles.get(ns)
+        if h is None:
+            sock = netns.netlink_socket(ns)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            h = AsyncIPRoute(fileno=sock.detach(), nlm_echo=True)
+            self._handles[ns] = h
+        return h
+
+    def forget(self, ns: str | None) -> None:
+        h = self._handles.pop(ns, None)
+        if h is not None:
+            h.close()
+
+    def close(self) -> None:
+        for ns in list(self._handles):
+            self.forget(ns)
+
+    # ------------------------------------------------------------------ observe
+
+    async def observe(self, ns: str | None) -> NsState:
+        h = self.handle(ns)
+        st = NsState()
+        names: dict[int, str] = {}
+        async for msg in await h.link("dump"):
+            idx = msg["index"]
+            name = msg.get("ifname")
+            info = msg.get_attr("IFLA_LINKINFO")
+            slave = info.get_attr("IFLA_INFO_SLAVE_DATA") if info else None
+            names[idx] = name
+            st.links[name] = Link(
+                index=idx,
+                name=name,
+                kind=msg.get(("linkinfo", "kind")),
+                up=bool(msg["flags"] & IFF_UP),
+                master=msg.get("master"),
+                alias=msg.get("ifalias"),
+                peer_index=msg.get("link"),
+                hairpin=bool(slave.get_attr("IFLA_BRPORT_MODE")) if slave else False,
+            )
+        async for msg in await h.addr("dump", family=socket.AF_INET):
+            dev = names.get(msg["index"])
+            st.addresses.add((dev, ipaddress.IPv4Interface(f"{msg.get('address')}/{msg['prefixlen']}")))
+        async for msg in await h.route("dump", family=socket.AF_INET, table=RT_TABLE_MAIN):
+            if msg["type"] != 1:  # RTN_UNICAST only: skip local/broadcast entries
+                continue
+            dst = msg.get("dst") or "0.0.0.0"
+            gw = msg.get("gateway")
+            st.routes.append(RouteEntry(
+                dst=ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}"),
+                gateway=ipaddress.IPv4Address(gw) if gw else None,
+                oif=msg.get("oif"),
+                proto=msg["proto"],
+            ))
+        return st
+
+    # ------------------------------------------------------------------ act
+
+    async def create_bridge(self, ns: str | None, name: str, alias: str) -> int:
+        msgs = await self.handle(ns).link("add", ifname=name, kind="bridge", ifalias=alias, state="up")
+        return msgs[0]["index"]
+
+    async def create_veth(self, ns: str | None, name: str, alias: str, master: int | None,
+                          up: bool, peer_ns: str | None, peer_name: str) -> tuple[int, int]:
+        fd = netns.open_fd(peer_ns)
+        try:
+            kw = {"master": master} if master else {}
+            if up:
+                kw["state"] = "up"
+            msgs = await self.handle(ns).link(
+                "add", ifname=name, kind="veth", ifalias=alias,
+                peer={"ifname": peer_name, "net_ns_fd": fd, "ifalias": alias}, **kw)
+        finally:
+            os.close(fd)
+        return msgs[0]["index"], msgs[0].get("link")
+
+    async def set_link(self, ns: str | None, index: int, up: bool | None = None,
+                       master: int | None = None) -> None:
+        kw: dict = {}
+        if up is not None:
+            kw["state"] = "up" if up else "down"
+        if master is not None:
+            kw["master"] = master
+        await self.handle(ns).link("set", index=index, **kw)
+
+    async def set_hairpin(self, ns: str | None, index: int, on: bool) -> None:
+        await self.handle(ns).link("set", index=index, kind="bridge_slave", mode=int(on))
+
+    async def delete_link(self, ns: str | None, index: int) -> None:
+        try:
+            await self.handle(ns).link("del", index=index)
+        except NetlinkError as e:
+            if e.code != 19:  # ENODEV: already gone (deleting one veth end takes the other)
+                raise
+
+    async def add_address(self, ns: str | None, index: int, iface: ipaddress.IPv4Interface) -> None:
+        try:
+            await self.handle(ns).addr("add", index=index, address=str(iface.ip),
+                                       prefixlen=iface.network.prefixlen)
+        except NetlinkError as e:
+            if e.code != 17:  # EEXIST: raced with ourselves or an admin, the result is what we want
+                raise
+
+    async def replace_route(self, ns: str | None, dst: ipaddress.IPv4Network,
+                            gateway: ipaddress.IPv4Address, oif: int) -> None:
+        await self.handle(ns).route("replace", dst=str(dst), gateway=str(gateway), oif=oif,
+                                    proto=ROUTE_PROTO, table=RT_TABLE_MAIN)
+
+    async def delete_route(self, ns: str | None, r: RouteEntry) -> None:
+        try:
+            kw = {"gateway": str(r.gateway)} if r.gateway else {}
+            await self.handle(ns).route("del", dst=str(r.dst), proto=r.proto, table=RT_TABLE_MAIN, **kw)
+        except NetlinkError as e:
+            if e.code != 3:  # ESRCH: already gone
+                raise

@@ -1,0 +1,87 @@
+"""The containers' processes (the seed's `python3 -m http.server 80`): started detached in the
+container's namespace, tracked by pid *and* start time (a reused pid is never mistaken for
+ours), stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .. import netns
+from ..model import ServiceProc
+from ..state import lab_dir
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if fields[0] in ("Z", "X"):  # exited, not yet reaped: not running
+        return None
+    return fields[19]
+
+
+def alive(rec: dict | None, ns: str | None) -> bool:
+    if not rec or _start_time(rec["pid"]) != rec["start"]:
+        return False
+    try:
+        return os.stat(f"/proc/{rec['pid']}/ns/net").st_ino == netns.inode(ns)
+    except FileNotFoundError:
+        return False
+
+
+def start(lab: str, svc: ServiceProc) -> dict:
+    os.makedirs(svc.cwd, exist_ok=True)
+    if svc.cwd.startswith(lab_dir(lab)):
+        with open(os.path.join(svc.cwd, "index.html"), "w") as f:
+            f.write(f"{svc.node}\n")
+    argv = list(svc.argv)
+    if argv[0] == "python3":
+        argv[0] = sys.executable
+    log = open(os.path.join(lab_dir(lab), f"{svc.name.replace('/', '_')}.log"), "ab")
+    with log:
+        proc = subprocess.Popen(
+            argv, cwd=svc.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, close_fds=True, preexec_fn=netns.setns_child(svc.ns),
+        )
+    start = None
+    for _ in range(100):  # /proc/PID/stat appears at fork; normally at once
+        start = _start_time(proc.pid)
+        if start:
+            break
+        time.sleep(0.001)
+    proc.returncode = 0  # detached: Popen must not warn that we never wait() for it
+    return {"pid": proc.pid, "start": start, "ns": svc.ns}
+
+
+def stop(rec: dict, timeout: float = 2.0) -> None:
+    pid = rec["pid"]
+    if _start_time(pid) != rec["start"]:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _start_time(pid) != rec["start"]:
+            return
+        _reap(pid)
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

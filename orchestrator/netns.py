@@ -1,0 +1,173 @@
+"""Named network namespaces, entered per thread instead of per helper process.
+
+pyroute2's ``netns.create()`` and ``AsyncIPRoute(netns=...)`` fork a helper process for every
+namespace (~5 ms each, see ../shared/notes/kernel-facts.md). A network namespace is a property
+of a *thread*, so the calling thread can ``setns()`` in, create what it needs (a netlink
+socket, an nft context, an open sysctl file — all stay bound to the namespace they were created
+in) and ``setns()`` back, in microseconds. The layout on disk is iproute2's (`/run/netns/NAME`
+bind mounts), so ``ip netns``, ``ip -n`` and every other tool see the same namespaces.
+
+Everything here is synchronous and never awaits while switched, so the asyncio thread can use
+it: no other coroutine can run while the thread is in a foreign namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_rundir_ready = False
+_rundir_lock = threading.Lock()
+
+
+def _check(ret: int, what: str, name: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what} failed: {os.strerror(err)}", name)
+
+
+def path(name: str) -> str:
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def _ensure_rundir() -> None:
+    """Make /run/netns a shared mount, as iproute2 does, so bind mounts propagate."""
+    global _rundir_ready
+    with _rundir_lock:
+        if _rundir_ready:
+            return
+        os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+        if _libc.mount(b"", NETNS_RUN_DIR.encode(), b"none", MS_SHARED | MS_REC, None) != 0:
+            d = NETNS_RUN_DIR.encode()
+            _check(_libc.mount(d, d, b"none", MS_BIND | MS_REC, None), "bind /run/netns", d.decode())
+            _check(_libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), "share /run/netns", d.decode())
+        _rundir_ready = True
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(path(name))
+
+
+def list_names(prefix: str = "") -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def _setns(fd: int, name: str) -> None:
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns", name)
+
+
+def create(name: str) -> None:
+    """Create /run/netns/NAME holding a new, empty network namespace."""
+    _ensure_rundir()
+    target = path(name)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+            _check(
+                _libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
+                "bind namespace",
+                name,
+            )
+        finally:
+            _setns(home, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
+    finally:
+        os.close(home)
+
+
+def remove(name: str) -> bool:
+    """Drop the name; the kernel frees the namespace (and its veths) once nothing holds it."""
+    target = path(name)
+    _libc.umount2(target.encode(), MNT_DETACH)
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def open_fd(name: str | None) -> int:
+    """An fd for the namespace; None means the caller's own namespace."""
+    if name is None:
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    return os.open(path(name), os.O_RDONLY)
+
+
+def inode(name: str | None) -> int:
+    if name is None:
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    return os.stat(path(name)).st_ino
+
+
+@contextlib.contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """Run the body with this thread inside namespace NAME (None: stay where we are)."""
+    if name is None:
+        yield
+        return
+    try:
+        fd = os.open(path(name), os.O_RDONLY)
+    except FileNotFoundError:
+        raise OSError(errno.ENOENT, "no such network namespace", name) from None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(fd, name)
+        try:
+            yield
+        finally:
+            _setns(home, "home")
+    finally:
+        os.close(fd)
+        os.close(home)
+
+
+def switch(name: str) -> None:
+    """Move this thread into NAME and stay (before an exec)."""
+    fd = os.open(path(name), os.O_RDONLY)
+    try:
+        _setns(fd, name)
+    finally:
+        os.close(fd)
+
+
+def netlink_socket(name: str | None, proto: int = 0) -> socket.socket:
+    """A NETLINK_ROUTE (or other proto) socket living in namespace NAME."""
+    with entered(name):
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, proto)
+
+
+def setns_child(name: str | None):
+    """A ``preexec_fn`` moving a forked child into the namespace before exec."""
+    if name is None:
+        return None
+    target = path(name)
+
+    def _enter() -> None:
+        fd = os.open(target, os.O_RDONLY)
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            os._exit(126)
+        os.close(fd)
+
+    return _enter
