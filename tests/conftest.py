@@ -1,0 +1,130 @@
+"""Fixtures shared by all tests. Integration tests build labs in namespaces of their own, with a
+unique lab name per test, and tear them down in finalizers even when the test fails."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
+
+
+def sh(cmd, check=True, timeout=30, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, text=True,
+                          check=check, timeout=timeout, **kw)
+
+
+def root_snapshot() -> dict:
+    """The machine's own namespace as independent tools see it."""
+    snap = {}
+    for what in ("link", "addr", "route", "rule"):
+        out = json.loads(sh(["ip", "-j", what, "show"]).stdout or "[]")
+        for item in out:  # counters and timers move on their own
+            for k in ("stats64", "stats", "valid_life_time", "preferred_life_time", "operstate"):
+                item.pop(k, None)
+            for ai in item.get("addr_info", []):
+                ai.pop("valid_life_time", None)
+                ai.pop("preferred_life_time", None)
+        snap[what] = out
+    snap["nft"] = sh(["nft", "-j", "list", "ruleset"]).stdout
+    snap["qdisc"] = sh(["tc", "-j", "qdisc", "show"]).stdout
+    keys = ["net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet", "net/ipv4/conf/all/rp_filter",
+            "net/ipv4/conf/default/rp_filter", "net/bridge/bridge-nf-call-iptables"]
+    snap["sysctl"] = {k: open(f"/proc/sys/{k}").read().strip() for k in keys if os.path.exists(f"/proc/sys/{k}")}
+    return snap
+
+
+@pytest.fixture(scope="session")
+def root_before():
+    return root_snapshot()
+
+
+def pytest_sessionstart(session):
+    if os.geteuid() == 0:
+        session.config._root_before = root_snapshot()
+
+
+class Lab:
+    """A sandbox lab made by the real CLI, in a subprocess, as a user would."""
+
+    def __init__(self, spec: dict, path: str):
+        self.spec = spec
+        self.name = spec["lab"]
+        self.path = path
+        with open(path, "w") as f:
+            yaml.safe_dump(spec, f)
+
+    def ns(self, node: str) -> str:
+        return f"bl-{self.name}-{node}"
+
+    def cli(self, *args, check=True, timeout=60, prefix=()):
+        args = list(args)
+        if args and args[0] != "down" and "-f" not in args:
+            args[1:1] = ["-f", self.path]
+        cmd = [*prefix, sys.executable, "-m", "orchestrator", *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def up(self, *extra, prefix=()):
+        return json.loads(self.cli("up", "--json", *extra, prefix=prefix).stdout)
+
+    def x(self, node: str, cmd: str, check=True, timeout=20):
+        """Run a shell command in a node's namespace (ip netns exec: an independent tool)."""
+        return sh(["ip", "netns", "exec", self.ns(node), "sh", "-c", cmd], check=check, timeout=timeout)
+
+    def http(self, node: str, url: str) -> str:
+        r = self.x(node, f"curl -s -m 3 {url}", check=False)
+        return r.stdout.strip() if r.returncode == 0 else f"curl exit {r.returncode}"
+
+    def ping(self, node: str, addr: str, count=1) -> bool:
+        return self.x(node, f"ping -n -c {count} -i 0.2 -W 1 {addr}", check=False).returncode == 0
+
+
+def unique_lab() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def make_lab(tmp_path):
+    made = []
+
+    def make(mutate=None, up=True, name=None):
+        spec = json.loads(json.dumps(SEED))
+        spec["lab"] = name or unique_lab()
+        if mutate:
+            mutate(spec)
+        lab = Lab(spec, str(tmp_path / f"{spec['lab']}.yaml"))
+        made.append(lab)
+        if up:
+            lab.up()
+        return lab
+
+    yield make
+    for lab in made:
+        lab.cli("down", "--lab", lab.name, check=False)
+        leftovers = [n for n in os.listdir("/run/netns") if n.startswith(f"bl-{lab.name}-")] \
+            if os.path.isdir("/run/netns") else []
+        assert not leftovers, f"down left namespaces behind: {leftovers}"
+
+
+@pytest.fixture
+def lab(make_lab):
+    return make_lab()
+
+
+def wait_for(pred, timeout=5.0, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return pred()
