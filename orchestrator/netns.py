@@ -54,6 +54,15 @@ def _ensure_rundir() -> None:
             d = NETNS_RUN_DIR.encode()
             _check(_libc.mount(d, d, b"none", MS_BIND | MS_REC, None), "bind /run/netns", d.decode())
             _check(_libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None), "share /run/netns", d.decode())
+        prop = _propagation(NETNS_RUN_DIR) or ""
+        if "master:" in prop:
+            # `ip netns exec` or a unit with PrivateTmp=/ProtectSystem= put us in a mount namespace
+            # whose mounts do not propagate back: namespaces we made would exist for us alone.
+            raise PrivateMountNamespace(
+                errno.EPERM, "bridgelab runs in a private mount namespace (e.g. under `ip netns exec`); "
+                "the namespaces it creates would be invisible to every other process. "
+                "Enter only the network namespace instead: nsenter --net=/run/netns/NAME bridgelab ...",
+                NETNS_RUN_DIR)
         _rundir_ready = True
 
 
@@ -72,40 +81,78 @@ def _setns(fd: int, name: str) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns", name)
 
 
+def _propagation(mountpoint: str) -> str | None:
+    """The optional fields of MOUNTPOINT in our mountinfo ('shared:3', 'master:1', ...)."""
+    with open("/proc/self/mountinfo") as f:
+        found = None
+        for line in f:
+            parts = line.split()
+            if parts[4] == mountpoint:
+                found = " ".join(parts[6:parts.index("-")])
+    return found
+
+
+class PrivateMountNamespace(OSError):
+    pass
+
+
 def create(name: str) -> None:
-    """Create /run/netns/NAME holding a new, empty network namespace."""
+    create_many([name])
+
+
+def create_many(names: list[str]) -> None:
+    """Create /run/netns/NAME for each name, each holding a new, empty network namespace."""
     _ensure_rundir()
-    target = path(name)
-    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-    os.close(fd)
+    fds: list[tuple[str, int]] = []
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
-            _check(
-                _libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
-                "bind namespace",
-                name,
-            )
-        finally:
-            _setns(home, name)
+        for name in names:
+            os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+                fds.append((name, os.open("/proc/thread-self/ns/net", os.O_RDONLY)))
+            finally:
+                _setns(home, name)
+
+        def bind() -> None:
+            for name, fd in fds:
+                src = f"/proc/self/fd/{fd}".encode()
+                _check(_libc.mount(src, path(name).encode(), b"none", MS_BIND, None), "bind namespace", name)
+
+        bind()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(target)
+        for name in names:
+            remove(name)
         raise
     finally:
         os.close(home)
+        for _, fd in fds:
+            os.close(fd)
 
 
 def remove(name: str) -> bool:
-    """Drop the name; the kernel frees the namespace (and its veths) once nothing holds it."""
-    target = path(name)
-    _libc.umount2(target.encode(), MNT_DETACH)
-    try:
-        os.unlink(target)
-    except FileNotFoundError:
-        return False
-    return True
+    return bool(remove_many([name]))
+
+
+def remove_many(names: list[str]) -> list[str]:
+    """Drop the names; the kernel frees each namespace (and its veths) once nothing holds it."""
+    names = [n for n in names if os.path.exists(path(n))]
+    if not names:
+        return []
+
+    def unbind() -> None:
+        for name in names:
+            _libc.umount2(path(name).encode(), MNT_DETACH)
+
+    unbind()
+    gone = []
+    for name in names:
+        try:
+            os.unlink(path(name))
+            gone.append(name)
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def open_fd(name: str | None) -> int:

@@ -260,6 +260,8 @@ class Engine:
         self.st.source = self.source or self.st.source
         for phase in sorted(by_phase):
             batch = by_phase[phase]
+            if phase == P_NS:  # one batch: namespace mounts may need a helper process
+                batch = await self._namespaces(batch, errors)
             results = await asyncio.gather(*(self._do(a) for a in batch), return_exceptions=True)
             for a, r in zip(batch, results):
                 if isinstance(r, BaseException):
@@ -269,6 +271,29 @@ class Engine:
         self.st.save()
         return errors
 
+    async def _namespaces(self, batch: list[Action], errors: list) -> list[Action]:
+        for verb, fn in (("delete-ns", netns.remove_many), ("create-ns", netns.create_many)):
+            acts = [a for a in batch if a.verb == verb]
+            if not acts:
+                continue
+            try:
+                for a in acts:
+                    self.rtnl.forget(a.target)
+                fn([a.target for a in acts])
+            except OSError as e:
+                errors += [(a, f"OSError: {e}") for a in acts]
+                continue
+            for a in acts:
+                if verb == "create-ns":
+                    self._ns_ino[a.target] = netns.inode(a.target)
+                    self.index[(a.target, "lo")] = 1
+        return []
+
+    @staticmethod
+    def _alias(ns: str | None, alias: str) -> str | None:
+        """Links in a namespace we share carry our alias; in the lab's own, the namespace says it."""
+        return alias if ns is None else None
+
     def _idx(self, ns: str | None, name: str) -> int:
         try:
             return self.index[(ns, name)]
@@ -277,24 +302,17 @@ class Engine:
 
     async def _do(self, a: Action) -> None:
         v = a.verb
-        if v == "create-ns":
-            netns.create(a.target)
-            self._ns_ino[a.target] = netns.inode(a.target)
-            self.index[(a.target, "lo")] = 1
-        elif v == "delete-ns":
-            self.rtnl.forget(a.target)
-            netns.remove(a.target)
-        elif v == "delete-link":
+        if v == "delete-link":
             idx = self.index.pop((a.ns, a.target), None)
             if idx is not None:
                 await self.rtnl.delete_link(a.ns, idx)
         elif v == "create-bridge":
             b: m.Bridge = a.obj
-            self.index[(b.ns, b.name)] = await self.rtnl.create_bridge(b.ns, b.name, b.alias)
+            self.index[(b.ns, b.name)] = await self.rtnl.create_bridge(b.ns, b.name, self._alias(b.ns, b.alias))
         elif v == "create-veth":
             ve: m.Veth = a.obj
             master = self._idx(ve.a.ns, ve.a.master) if ve.a.master else None
-            ia, ib = await self.rtnl.create_veth(ve.a.ns, ve.a.name, ve.alias, master,
+            ia, ib = await self.rtnl.create_veth(ve.a.ns, ve.a.name, self._alias(ve.a.ns, ve.alias), master,
                                                  (ve.a.ns, ve.a.name) in self._up, ve.b.ns, ve.b.name)
             self.index[(ve.a.ns, ve.a.name)] = ia
             self.index[(ve.b.ns, ve.b.name)] = ib
@@ -359,8 +377,7 @@ async def teardown(lab: str, rtnl: Rtnl | None = None) -> list[str]:
         names = netns.list_names(f"bl-{lab}-")
         for name in names:
             own.forget(name)
-            netns.remove(name)
-            done.append(f"delete-ns {name}")
+        done += [f"delete-ns {name}" for name in netns.remove_many(names)]
         if st is None or st.mode == "host":
             cur = await own.observe(None)
             prefix = f"{m.ALIAS_PREFIX}{lab}:"

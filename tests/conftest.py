@@ -40,11 +40,6 @@ def root_snapshot() -> dict:
     return snap
 
 
-@pytest.fixture(scope="session")
-def root_before():
-    return root_snapshot()
-
-
 def pytest_sessionstart(session):
     if os.geteuid() == 0:
         session.config._root_before = root_snapshot()

@@ -125,11 +125,18 @@ class Rtnl:
 
     # ------------------------------------------------------------------ act
 
-    async def create_bridge(self, ns: str | None, name: str, alias: str) -> int:
-        msgs = await self.handle(ns).link("add", ifname=name, kind="bridge", ifalias=alias, state="up")
-        return msgs[0]["index"]
+    async def create_bridge(self, ns: str | None, name: str, alias: str | None) -> int:
+        msgs = await self.handle(ns).link("add", ifname=name, kind="bridge", state="up")
+        index = msgs[0]["index"]
+        await self._mark(ns, index, alias)
+        return index
 
-    async def create_veth(self, ns: str | None, name: str, alias: str, master: int | None,
+    async def _mark(self, ns: str | None, index: int, alias: str | None) -> None:
+        # the kernel ignores IFLA_IFALIAS in a create request: it takes a set
+        if alias:
+            await self.handle(ns).link("set", index=index, ifalias=alias)
+
+    async def create_veth(self, ns: str | None, name: str, alias: str | None, master: int | None,
                           up: bool, peer_ns: str | None, peer_name: str) -> tuple[int, int]:
         fd = netns.open_fd(peer_ns)
         try:
@@ -137,10 +144,10 @@ class Rtnl:
             if up:
                 kw["state"] = "up"
             msgs = await self.handle(ns).link(
-                "add", ifname=name, kind="veth", ifalias=alias,
-                peer={"ifname": peer_name, "net_ns_fd": fd, "ifalias": alias}, **kw)
+                "add", ifname=name, kind="veth", peer={"ifname": peer_name, "net_ns_fd": fd}, **kw)
         finally:
             os.close(fd)
+        await self._mark(ns, msgs[0]["index"], alias)
         return msgs[0]["index"], msgs[0].get("link")
 
     async def set_link(self, ns: str | None, index: int, up: bool | None = None,
