@@ -16,9 +16,9 @@ import json
 import os
 import sys
 
-from . import graph, logs, netns, plan
+from . import logs, netns, plan
+from .model import ConflictError
 from . import spec as specmod
-from .reconcile import ConflictError, Engine, Result, teardown
 from .state import State
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_CONFLICT, EXIT_NOT_UP = 0, 1, 2, 3, 4
@@ -112,7 +112,7 @@ def cmd_validate(args, spec) -> int:
     return EXIT_OK
 
 
-def _report(result: Result, args, verb: str) -> int:
+def _report(result, args, verb: str) -> int:
     c = _color(sys.stdout.isatty() and not args.json)
     if args.json:
         print(json.dumps({
@@ -143,8 +143,9 @@ def cmd_up(args, spec) -> int:
         for w in spec.warnings:
             print(f"warning: {w}", file=sys.stderr)
     desired = plan.desired(spec, mode)
+    from .reconcile import Engine
 
-    async def run() -> Result:
+    async def run():
         eng = Engine(desired, spec.source)
         try:
             return await eng.reconcile(dry_run=args.dry_run)
@@ -155,6 +156,8 @@ def cmd_up(args, spec) -> int:
 
 
 def cmd_down(args, spec) -> int:
+    from .teardown import teardown
+
     lab = args.lab or spec.lab
     done = asyncio.run(teardown(lab))
     if args.json:
@@ -204,6 +207,8 @@ def cmd_exec(args, spec) -> int:
 
 
 def cmd_graph(args, spec) -> int:
+    from . import graph
+
     mode = plan.HOST if args.host else plan.SANDBOX
     desired = plan.desired(spec, mode)
     if args.json:

@@ -12,6 +12,10 @@ ROUTE_PROTO = 188  # rtm_protocol stamped on every route we add: how we tell our
 ALIAS_PREFIX = "bridgelab:"  # IFLA_IFALIAS of every link we create in a namespace we share
 
 
+class ConflictError(RuntimeError):
+    """A resource we would create exists and is not ours: we never take over a stranger's."""
+
+
 @dataclass(frozen=True)
 class Namespace:
     name: str

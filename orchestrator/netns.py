@@ -100,8 +100,12 @@ def create(name: str) -> None:
     create_many([name])
 
 
-def create_many(names: list[str]) -> None:
-    """Create /run/netns/NAME for each name, each holding a new, empty network namespace."""
+def create_many(names: list[str], ipv4_only: bool = False) -> None:
+    """Create /run/netns/NAME for each name, each holding a new, empty network namespace.
+
+    ipv4_only: links made in it later get no IPv6 (no link-local address, DAD or MLD work
+    each time one comes up), as Docker does for networks without IPv6.
+    """
     _ensure_rundir()
     fds: list[tuple[str, int]] = []
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
@@ -110,6 +114,10 @@ def create_many(names: list[str]) -> None:
             os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
             try:
                 _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+                if ipv4_only:
+                    for conf in ("all", "default"):
+                        with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:
+                            f.write("1")
                 fds.append((name, os.open("/proc/thread-self/ns/net", os.O_RDONLY)))
             finally:
                 _setns(home, name)

@@ -13,18 +13,14 @@ import time
 from dataclasses import dataclass, field
 
 from . import model as m
+from .model import ConflictError
 from . import netns
 from .adapters import nft, services, sysctl
 from .adapters.rtnl import NsState, RouteEntry, Rtnl
 from .state import State
-from .state import remove as state_remove
 
 # Phases run in order; the actions of one phase run concurrently.
 P_NS, P_UNLINK, P_BRIDGE, P_VETH, P_LINK, P_PORT, P_ADDR, P_ROUTE, P_SYSCTL, P_NFT, P_SERVICE = range(11)
-
-
-class ConflictError(RuntimeError):
-    """A resource we would create exists and is not ours: we never take over a stranger's."""
 
 
 @dataclass(frozen=True)
@@ -258,7 +254,9 @@ class Engine:
             by_phase.setdefault(a.phase, []).append(a)
         self.st.mode = self.d.mode
         self.st.source = self.source or self.st.source
+        self.phase_seconds: dict[int, float] = {}
         for phase in sorted(by_phase):
+            t0 = time.perf_counter()
             batch = by_phase[phase]
             if phase == P_NS:  # one batch: namespace mounts may need a helper process
                 batch = await self._namespaces(batch, errors)
@@ -266,13 +264,16 @@ class Engine:
             for a, r in zip(batch, results):
                 if isinstance(r, BaseException):
                     errors.append((a, f"{type(r).__name__}: {r}"))
+            self.phase_seconds[phase] = time.perf_counter() - t0
             if errors:
                 break  # later phases build on this one
         self.st.save()
         return errors
 
     async def _namespaces(self, batch: list[Action], errors: list) -> list[Action]:
-        for verb, fn in (("delete-ns", netns.remove_many), ("create-ns", netns.create_many)):
+        # topologies are IPv4-only: no IPv6 addrconf work in lab namespaces (a third of `up`)
+        create = lambda names: netns.create_many(names, ipv4_only=True)  # noqa: E731
+        for verb, fn in (("delete-ns", netns.remove_many), ("create-ns", create)):
             acts = [a for a in batch if a.verb == verb]
             if not acts:
                 continue
@@ -357,43 +358,3 @@ class Engine:
 
 def _running(rec: dict | None) -> bool:
     return bool(rec) and services._start_time(rec["pid"]) == rec.get("start")
-
-
-async def teardown(lab: str, rtnl: Rtnl | None = None) -> list[str]:
-    """Remove everything lab LAB created, wherever it is, and nothing else.
-
-    Sandbox labs live entirely in ``bl-<lab>-*`` namespaces. In the current namespace (host
-    mode) we remove only links carrying our alias and our own nft table, and restore the sysctls
-    we changed to the values recorded before we changed them.
-    """
-    done: list[str] = []
-    st = State.load(lab)
-    if st:
-        for name, rec in st.services.items():
-            services.stop(rec)
-            done.append(f"stop-service {name}")
-    own = rtnl or Rtnl()
-    try:
-        names = netns.list_names(f"bl-{lab}-")
-        for name in names:
-            own.forget(name)
-        done += [f"delete-ns {name}" for name in netns.remove_many(names)]
-        if st is None or st.mode == "host":
-            cur = await own.observe(None)
-            prefix = f"{m.ALIAS_PREFIX}{lab}:"
-            for link in cur.links.values():
-                if link.alias and link.alias.startswith(prefix):
-                    await own.delete_link(None, link.index)
-                    done.append(f"delete-link {link.name}")
-            from .nftrender import table_name
-            if nft.delete(None, "ip", table_name(lab)):
-                done.append(f"delete-table ip {table_name(lab)}")
-            for key, value in (st.saved_sysctls if st else {}).items():
-                if sysctl.read(None, key) is not None:
-                    sysctl.write(None, key, value)
-                    done.append(f"restore-sysctl {key}={value}")
-    finally:
-        if rtnl is None:
-            own.close()
-    state_remove(lab)
-    return done

@@ -144,7 +144,7 @@ class _Collector:
                 hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(schema)}"
                 self.add(_join(fld, str(key)), "unknown key", hint)
         for key, required in schema.items():
-            if required and key not in value:
+            if required and value.get(key) is None:
                 self.add(_join(fld, key), "missing", f"add '{key}:' to {fld or 'the top level'}")
         return value
 

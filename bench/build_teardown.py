@@ -1,0 +1,129 @@
+"""Build and tear down N containers: bridgelab vs the seed's one-`ip`-process-per-step method.
+
+Prints JSON. Both run in the same invocation so the ratio is what matters (this machine is
+noisy). `up` is timed two ways: the engine's reconcile in-process, and the whole CLI command
+(interpreter start and imports included), as a user sees it.
+
+    .venv/bin/python bench/build_teardown.py [--sizes 50 200] [--repeat 3]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from orchestrator import plan, spec  # noqa: E402
+from orchestrator.reconcile import Engine  # noqa: E402
+from orchestrator.teardown import teardown  # noqa: E402
+
+
+def topology(lab: str, n: int) -> dict:
+    return {
+        "lab": lab,
+        "bridge": {"name": "br0", "subnet": "10.88.0.0/16", "gateway": "10.88.0.1"},
+        "uplink": {"name": "ens33", "address": "192.168.0.10/24", "gateway": "192.168.0.2"},
+        "containers": [{"name": f"c{i}", "address": f"10.88.{i // 250}.{i % 250 + 2}",
+                        "interface": f"eth{i}", "host_interface": f"veth{i}"} for i in range(1, n + 1)],
+        "ports": [{"host_port": 8888, "to": "c1:80"}, {"host_port": 9999, "to": "c2:80"}],
+    }
+
+
+def settle(seconds: float = 3.0) -> None:
+    """Deleting namespaces returns at once; the kernel destroys them afterwards in a workqueue.
+    Let that finish so one run's cleanup is not billed to the next."""
+    time.sleep(seconds)
+
+
+def timed(fn) -> float:
+    settle()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def seed_method(n: int) -> tuple[float, float]:
+    tag = secrets.token_hex(3)
+    script = os.path.join(HERE, "seed_method.sh")
+    up = timed(lambda: subprocess.run([script, "up", tag, str(n)], check=True))
+    down = timed(lambda: subprocess.run([script, "down", tag, str(n)], check=True))
+    return up, down
+
+
+def bridgelab_engine(n: int) -> tuple[float, float, int]:
+    lab = "b" + secrets.token_hex(3)
+    s = spec.validate(topology(lab, n), "bench")
+    d = plan.desired(s, plan.SANDBOX)
+
+    async def go():
+        eng = Engine(d, "bench")
+        settle()
+        t0 = time.perf_counter()
+        res = await eng.reconcile()
+        up = time.perf_counter() - t0
+        assert not res.errors, res.errors
+        eng.close()
+        settle()
+        t0 = time.perf_counter()
+        await teardown(lab)
+        return up, time.perf_counter() - t0, len(res.actions)
+
+    return asyncio.run(go())
+
+
+def bridgelab_cli(n: int) -> tuple[float, float]:
+    lab = "c" + secrets.token_hex(3)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(topology(lab, n), f)
+    cli = [sys.executable, "-m", "orchestrator"]
+    try:
+        up = timed(lambda: subprocess.run([*cli, "up", "-f", f.name], check=True, stdout=subprocess.DEVNULL, cwd=ROOT))
+        down = timed(lambda: subprocess.run([*cli, "down", "--lab", lab], check=True, stdout=subprocess.DEVNULL, cwd=ROOT))
+    finally:
+        os.unlink(f.name)
+        subprocess.run([*cli, "down", "--lab", lab], stdout=subprocess.DEVNULL, cwd=ROOT)
+    return up, down
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    out = {"machine": {"nproc": os.cpu_count(), "kernel": os.uname().release}, "results": []}
+    for n in args.sizes:
+        rows = {"seed_up": [], "seed_down": [], "engine_up": [], "engine_down": [], "cli_up": [], "cli_down": []}
+        actions = 0
+        for _ in range(args.repeat):  # interleaved, so drift in machine load hits both alike
+            u, d = seed_method(n)
+            rows["seed_up"].append(u)
+            rows["seed_down"].append(d)
+            u, d, actions = bridgelab_engine(n)
+            rows["engine_up"].append(u)
+            rows["engine_down"].append(d)
+            u, d = bridgelab_cli(n)
+            rows["cli_up"].append(u)
+            rows["cli_down"].append(d)
+        med = {k: round(statistics.median(v), 4) for k, v in rows.items()}
+        out["results"].append({
+            "containers": n, "repeat": args.repeat, "median_seconds": med, "engine_actions": actions,
+            "speedup_up_engine": round(med["seed_up"] / med["engine_up"], 1),
+            "speedup_up_cli": round(med["seed_up"] / med["cli_up"], 1),
+            "speedup_down_cli": round(med["seed_down"] / med["cli_down"], 1),
+        })
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
