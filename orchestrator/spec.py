@@ -245,7 +245,9 @@ def validate(raw: Any, source: str) -> Spec:
     bridge = _bridge(c, top.get("bridge"))
     uplink = _uplink(c, top.get("uplink"), bridge)
     containers = _containers(c, top.get("containers"), bridge, uplink)
-    ports = _ports(c, top.get("ports", []), containers)
+    raw_containers = top.get("containers") if isinstance(top.get("containers"), list) else []
+    raw_names = {x["name"] for x in raw_containers if isinstance(x, dict) and isinstance(x.get("name"), str)}
+    ports = _ports(c, top.get("ports", []), containers, raw_names)
     sandbox = _sandbox(c, top.get("sandbox", {}) or {}, uplink)
 
     if c.problems:
@@ -427,13 +429,13 @@ def _services(c: _Collector, raw: Any, base: str) -> list[Service] | None:
     return out
 
 
-def _ports(c: _Collector, raw: Any, containers: list[Container] | None) -> list[Port]:
+def _ports(c: _Collector, raw: Any, containers: list[Container] | None, named: set) -> list[Port]:
     if raw is None:
         return []
     if not isinstance(raw, list):
         c.add("ports", f"expected a list, got {_kind(raw)}", "write each as '- host_port: 8888'")
         return []
-    known = {x.name for x in containers or []}
+    known = named  # a container with a bad address still has its name
     seen: dict[tuple, str] = {}
     out = []
     for i, item in enumerate(raw):
@@ -459,7 +461,7 @@ def _ports(c: _Collector, raw: Any, containers: list[Container] | None) -> list[
                 c.add(f"{fld}.to", f"'{to}' is not CONTAINER:PORT", "write it like container1:80")
             else:
                 cport = _port(c, int(p), f"{fld}.to")
-                if containers is not None and name not in known:
+                if name not in known:
                     c.add(f"{fld}.to", f"no container named '{name}'",
                           f"use one of: {', '.join(sorted(known)) or '(none defined)'}")
                 else:

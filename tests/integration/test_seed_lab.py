@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import sh, wait_for
 from tests.integration.capture import Capture
 
 pytestmark = pytest.mark.kernel
@@ -93,14 +93,21 @@ def test_loopback_published_port_is_not_exposed_to_the_lan(make_lab):
     assert lab.http("client", "http://192.168.0.10:8080/").startswith("curl exit")
     assert lab.http("host", "http://192.168.0.10:8080/").startswith("curl exit")
     # a container cannot reach the host's loopback through route_localnet on br0
-    lab.x("host", "nohup python3 -m http.server 7070 --bind 127.0.0.1 >/dev/null 2>&1 & echo $! > /tmp/lo7070.pid")
+    pidfile = f"/run/bridgelab/{lab.name}/lo7070.pid"
+    lab.x("host", f"nohup python3 -m http.server 7070 --bind 127.0.0.1 >/dev/null 2>&1 & echo $! > {pidfile}")
     try:
-        assert lab.http("host", "http://127.0.0.1:7070/").startswith("<!DOCTYPE") or True
-        lab.x("container1", "ip route add 127.0.0.0/8 via 172.168.1.1 dev eth1 onlink || true", check=False)
+        assert wait_for(lambda: "Directory listing" in lab.http("host", "http://127.0.0.1:7070/"))
+        # make the container send 127.0.0.1 to the host instead of its own loopback
+        lab.x("container1", "sysctl -qw net.ipv4.conf.eth1.route_localnet=1; "
+                            "ip route del local 127.0.0.0/8 dev lo table local; "
+                            "ip route del local 127.0.0.1 dev lo table local; "
+                            "ip route add 127.0.0.0/8 via 172.168.1.1 dev eth1")
         assert lab.http("container1", "http://127.0.0.1:7070/").startswith("curl exit")
+        raw = json.loads(lab.x("host", f"nft -j list chain ip bridgelab_{lab.name} raw_prerouting").stdout)
+        counter = next(e["counter"] for r in raw["nftables"] if "rule" in r for e in r["rule"]["expr"] if "counter" in e)
+        assert counter["packets"] >= 1, "the SYN reached the host and was dropped by the raw rule"
     finally:
-        pid = open("/tmp/lo7070.pid").read().strip()
-        sh(["kill", pid], check=False)
+        sh(["kill", open(pidfile).read().strip()], check=False)
 
 
 def test_up_is_idempotent_and_repairs(lab):
