@@ -96,10 +96,6 @@ class PrivateMountNamespace(OSError):
     pass
 
 
-def create(name: str) -> None:
-    create_many([name])
-
-
 def create_many(names: list[str], ipv4_only: bool = False) -> None:
     """Create /run/netns/NAME for each name, each holding a new, empty network namespace.
 
@@ -129,17 +125,12 @@ def create_many(names: list[str], ipv4_only: bool = False) -> None:
 
         bind()
     except BaseException:
-        for name in names:
-            remove(name)
+        remove_many(names)
         raise
     finally:
         os.close(home)
         for _, fd in fds:
             os.close(fd)
-
-
-def remove(name: str) -> bool:
-    return bool(remove_many([name]))
 
 
 def remove_many(names: list[str]) -> list[str]:

@@ -357,4 +357,4 @@ class Engine:
 
 
 def _running(rec: dict | None) -> bool:
-    return bool(rec) and services._start_time(rec["pid"]) == rec.get("start")
+    return bool(rec) and services.start_time(rec["pid"]) == rec.get("start")

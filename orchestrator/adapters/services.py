@@ -15,7 +15,7 @@ from ..model import ServiceProc
 from ..state import lab_dir
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -27,7 +27,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def alive(rec: dict | None, ns: str | None) -> bool:
-    if not rec or _start_time(rec["pid"]) != rec["start"]:
+    if not rec or start_time(rec["pid"]) != rec["start"]:
         return False
     try:
         return os.stat(f"/proc/{rec['pid']}/ns/net").st_ino == netns.inode(ns)
@@ -51,7 +51,7 @@ def start(lab: str, svc: ServiceProc) -> dict:
         )
     start = None
     for _ in range(100):  # /proc/PID/stat appears at fork; normally at once
-        start = _start_time(proc.pid)
+        start = start_time(proc.pid)
         if start:
             break
         time.sleep(0.001)
@@ -61,7 +61,7 @@ def start(lab: str, svc: ServiceProc) -> dict:
 
 def stop(rec: dict, timeout: float = 2.0) -> None:
     pid = rec["pid"]
-    if _start_time(pid) != rec["start"]:
+    if start_time(pid) != rec["start"]:
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -69,7 +69,7 @@ def stop(rec: dict, timeout: float = 2.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _start_time(pid) != rec["start"]:
+        if start_time(pid) != rec["start"]:
             return
         _reap(pid)
         time.sleep(0.01)
