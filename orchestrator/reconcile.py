@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import model as m
 from .model import ConflictError
 from . import netns
-from .adapters import nft, services, sysctl
+from .adapters import forward, nft, services, sysctl
 from .adapters.rtnl import NsState, RouteEntry, Rtnl
 from .state import State
 
@@ -47,6 +47,7 @@ class Observed:
     sysctls: dict[tuple[str | None, str], str | None]
     tables: dict[tuple[str | None, str, str], str | None]  # -> fingerprint, None if absent
     services: dict[str, str]  # name -> running | wrong-ns | dead
+    gates: list[forward.Gate] = field(default_factory=list)  # foreign forward chains, policy drop
 
     def links(self, ns: str | None) -> NsState:
         return self.ns.get(ns) or NsState.fresh()
@@ -160,6 +161,12 @@ def diff(d: m.Desired, o: Observed, st: State) -> list[Action]:
             add(Action(P_NFT, "apply-table", t.ns, f"{t.family} {t.name}",
                        "missing" if fp is None else "differs from the topology", obj=t))
 
+    lab_bridge = next(b.name for b in d.bridges if b.ns == d.host_ns)
+    for g in o.gates:
+        if g.ours != forward.wanted():
+            add(Action(P_NFT, "open-forward", d.host_ns, str(g),
+                       f"policy drop; {g.ours} of {forward.wanted()} bridgelab accepts in place", obj=(g, lab_bridge)))
+
     want_svc = {s.name for s in d.services}
     for name in sorted(set(st.services) - want_svc):
         add(Action(P_SERVICE, "stop-service", st.services[name].get("ns"), name, "no longer in the topology"))
@@ -217,6 +224,9 @@ class Engine:
         sysctls = {(s.ns, s.key): (sysctl.read(s.ns, s.key) if s.ns is None or s.ns in present else None)
                    for s in d.sysctls}
         tables = {}
+        gates: list[forward.Gate] = []
+        if d.host_ns is None or d.host_ns in present:
+            gates = forward.observe(d.host_ns, d.lab, d.tables[0].name)
         for t in d.tables:
             if t.ns is None or t.ns in present:
                 text = nft.listing(t.ns, t.family, t.name)
@@ -231,7 +241,7 @@ class Engine:
             else:
                 svc[s.name] = "wrong-ns" if _running(rec) else "dead"
         self.index = {(ns, name): link.index for ns, st in by_ns.items() for name, link in st.links.items()}
-        return Observed(present, by_ns, sysctls, tables, svc)
+        return Observed(present, by_ns, sysctls, tables, svc, gates)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -342,6 +352,9 @@ class Engine:
         elif v == "apply-table":
             t: m.NftTable = a.obj
             self.st.nft = {text_sha(t.text): nft.apply(t.ns, t.family, t.name, t.text)}
+        elif v == "open-forward":
+            gate, bridge = a.obj
+            forward.open_gate(a.ns, self.d.lab, bridge, gate)
         elif v == "stop-service":
             rec = self.st.services.pop(a.target, None)
             if rec:

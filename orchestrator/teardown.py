@@ -26,7 +26,7 @@ async def teardown(lab: str, rtnl=None) -> list[str]:
     done += [f"delete-ns {name}" for name in netns.remove_many(names)]
     if st is None or st.mode == "host":
         # only now pay for pyroute2 and libnftables: a sandbox lab is gone with its namespaces
-        from .adapters import nft
+        from .adapters import forward, nft
         from .adapters.rtnl import Rtnl
         from .nftrender import table_name
 
@@ -38,6 +38,8 @@ async def teardown(lab: str, rtnl=None) -> list[str]:
                 if link.alias and link.alias.startswith(prefix):
                     await own.delete_link(None, link.index)
                     done.append(f"delete-link {link.name}")
+            if forward.close_all(None, lab, table_name(lab)):
+                done.append("close-forward (our accepts in foreign forward chains)")
             if nft.delete(None, "ip", table_name(lab)):
                 done.append(f"delete-table ip {table_name(lab)}")
             for key, value in (st.saved_sysctls if st else {}).items():

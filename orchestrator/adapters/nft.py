@@ -22,17 +22,17 @@ class NftError(RuntimeError):
     pass
 
 
-def _ctx(json_output: bool = False) -> nftables.Nftables:
+def _ctx(json_output: bool = False, handles: bool = False) -> nftables.Nftables:
     # libnftables opens its netlink socket when the context is made: make it inside the ns.
     ctx = nftables.Nftables()
     ctx.set_json_output(json_output)
-    ctx.set_handle_output(False)
+    ctx.set_handle_output(handles)
     return ctx
 
 
-def _run(ns: str | None, cmd: str, json_output: bool = False) -> str:
+def run(ns: str | None, cmd: str, json_output: bool = False, handles: bool = False) -> str:
     with netns.entered(ns):
-        ctx = _ctx(json_output)
+        ctx = _ctx(json_output, handles)
         rc, out, err = ctx.cmd(cmd)
     if rc != 0:
         raise NftError(err.strip() or f"nft failed ({rc})")
@@ -45,7 +45,7 @@ def fingerprint(listing: str) -> str:
 
 def listing(ns: str | None, family: str, name: str) -> str | None:
     try:
-        return _run(ns, f"list table {family} {name}")
+        return run(ns, f"list table {family} {name}")
     except NftError as e:
         if "No such file or directory" in str(e):
             return None
@@ -54,7 +54,7 @@ def listing(ns: str | None, family: str, name: str) -> str | None:
 
 def apply(ns: str | None, family: str, name: str, text: str) -> str:
     """Replace the table atomically; returns the fingerprint of what the kernel now holds."""
-    _run(ns, f"table {family} {name}\ndelete table {family} {name}\n{text}")
+    run(ns, f"table {family} {name}\ndelete table {family} {name}\n{text}")
     got = listing(ns, family, name)
     assert got is not None
     return fingerprint(got)
@@ -62,7 +62,7 @@ def apply(ns: str | None, family: str, name: str, text: str) -> str:
 
 def delete(ns: str | None, family: str, name: str) -> bool:
     try:
-        _run(ns, f"delete table {family} {name}")
+        run(ns, f"delete table {family} {name}")
         return True
     except NftError as e:
         if "No such file or directory" in str(e):
@@ -70,5 +70,5 @@ def delete(ns: str | None, family: str, name: str) -> bool:
         raise
 
 
-def ruleset_json(ns: str | None) -> list[dict]:
-    return json.loads(_run(ns, "list ruleset", json_output=True) or '{"nftables": []}')["nftables"]
+def ruleset_json(ns: str | None, handles: bool = False) -> list[dict]:
+    return json.loads(run(ns, "list ruleset", json_output=True, handles=handles) or '{"nftables": []}')["nftables"]

@@ -28,6 +28,7 @@ def realhost(make_lab):
         sh(["ip", "-n", host, "link", "add", "stranger0", "type", "veth", "peer", "name", "stranger1"])
         sh(["ip", "netns", "exec", host, "nft", "add table inet admin; add chain inet admin c { type filter hook forward priority 0; }"])
         sh(["ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        sh(["ip", "netns", "exec", host, "iptables", "-P", "FORWARD", "DROP"])  # as Docker leaves it
         yield host, upstream
     finally:
         for n in (host, upstream):
@@ -61,7 +62,9 @@ def test_host_mode_builds_in_the_current_namespace_and_down_restores_it(make_lab
     links = {x["ifname"] for x in json.loads(sh(["ip", "-n", host, "-j", "link"]).stdout)}
     assert links == {"lo", "ens33", "stranger0", "stranger1"}
     tables = sh(["ip", "netns", "exec", host, "nft", "list", "tables"]).stdout.split("\n")
-    assert [t for t in tables if t] == ["table inet admin"]
+    assert sorted(t for t in tables if t) == ["table inet admin", "table ip filter"]
+    forward_rules = sh(["ip", "netns", "exec", host, "iptables", "-S", "FORWARD"]).stdout.split("\n")
+    assert [r for r in forward_rules if r] == ["-P FORWARD DROP"], "our accepts are gone, the policy is the admin's"
     assert sh(["ip", "netns", "exec", host, "sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
     route = json.loads(sh(["ip", "-n", host, "-j", "route", "show", "default"]).stdout)
     assert route[0]["gateway"] == "192.168.0.2", "the admin's default route is untouched"
@@ -74,7 +77,7 @@ def test_a_strangers_bridge_is_a_conflict_and_nothing_is_applied(make_lab, realh
     r = lab.cli("up", "--host", prefix=("nsenter", f"--net=/run/netns/{host}"), check=False)
     assert r.returncode == 3 and "br0" in r.stderr and "nothing was applied" in r.stderr
     assert not [n for n in sh("ip netns list").stdout.split() if n.startswith(f"bl-{lab.name}-")]
-    assert "bridgelab" not in sh(["ip", "netns", "exec", host, "nft", "list", "tables"]).stdout
+    assert "bridgelab" not in sh(["ip", "netns", "exec", host, "nft", "list", "ruleset"]).stdout
     links = {x["ifname"] for x in json.loads(sh(["ip", "-n", host, "-j", "link"]).stdout)}
     assert "veth1" not in links
 

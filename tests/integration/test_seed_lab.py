@@ -169,3 +169,22 @@ def test_graph_mermaid_and_dot(lab):
     assert mm.startswith("flowchart LR") and "veth1 ⇄ eth1 172.168.1.11/24" in mm
     dot = lab.cli("graph", "--format", "dot").stdout
     assert dot.startswith("graph bridgelab {") and re.search(r'"host/br0" -- "container2"', dot)
+
+
+@pytest.mark.parametrize("how", ["iptables", "nft"])
+def test_lab_works_under_a_foreign_forward_drop_policy(lab, how):
+    # Docker sets `iptables -P FORWARD DROP`; an nft firewall may have its own drop chain
+    if how == "iptables":
+        lab.x("host", "iptables -P FORWARD DROP")
+    else:
+        lab.x("host", "nft add table inet fw; nft add chain inet fw forward_drop '{ type filter hook forward priority 0; policy drop; }'")
+    assert lab.http("client", "http://192.168.0.10:8888/").startswith("curl exit")  # broken now
+    fixed = lab.up()
+    assert [a["verb"] for a in fixed["actions"]] == ["open-forward"]
+    assert lab.http("client", "http://192.168.0.10:8888/") == "container1"
+    assert lab.ping("container1", "203.0.113.10")
+    assert lab.http("container1", "http://192.168.0.10:9999/") == "container2"
+    assert lab.up()["changed"] is False
+    if how == "iptables":
+        rules = lab.x("host", "iptables -S FORWARD").stdout.splitlines()
+        assert rules[0] == "-P FORWARD DROP" and all("bridgelab:" in r for r in rules[1:4])

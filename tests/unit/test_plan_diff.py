@@ -153,3 +153,13 @@ def test_own_link_in_shared_namespace_is_fine():
     for link in obs.ns[None].links.values():
         link.alias = "bridgelab:seed:x"
     assert diff(d, obs, st) == []
+
+
+def test_foreign_forward_drop_chain_gets_our_accepts_once():
+    from orchestrator.adapters.forward import Gate, wanted
+    d = plan.desired(SEED)
+    obs, st = whole(d)
+    obs.gates = [Gate("ip", "filter", "FORWARD", ours=0), Gate("inet", "fw", "fwd", ours=wanted())]
+    acts = diff(d, obs, st)
+    assert verbs(acts) == [("open-forward", "ip filter FORWARD")]
+    assert acts[0].obj[1] == "br0"
