@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +29,8 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
+SIOCSIFFLAGS = 0x8914
+IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _rundir_ready = False
@@ -96,8 +100,18 @@ class PrivateMountNamespace(OSError):
     pass
 
 
+def _loopback_up() -> None:
+    """Bring lo up in this thread's namespace: an ioctl, not a netlink round trip."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sH22x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING)
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, req)
+    finally:
+        s.close()
+
+
 def create_many(names: list[str], ipv4_only: bool = False) -> None:
-    """Create /run/netns/NAME for each name, each holding a new, empty network namespace.
+    """Create /run/netns/NAME for each name, each a new namespace with its loopback up.
 
     ipv4_only: links made in it later get no IPv6 (no link-local address, DAD or MLD work
     each time one comes up), as Docker does for networks without IPv6.
@@ -110,6 +124,7 @@ def create_many(names: list[str], ipv4_only: bool = False) -> None:
             os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
             try:
                 _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+                _loopback_up()
                 if ipv4_only:
                     for conf in ("all", "default"):
                         with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:

@@ -67,8 +67,8 @@ class NsState:
 
     @classmethod
     def fresh(cls) -> NsState:
-        """A namespace we just created: only a down loopback."""
-        return cls(links={"lo": Link(1, "lo", None, False, None, None, None)})
+        """A namespace we just created (netns.create_many): only its loopback, up."""
+        return cls(links={"lo": Link(1, "lo", None, True, None, None, None)})
 
 
 class Rtnl:
