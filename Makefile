@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 setup:
 	@./scripts/setup.sh
 
-# The main job: the embedded seed lab in a hermetic sandbox, then its status.
+# The main job: the daemon on the embedded seed lab, in a hermetic sandbox. Ctrl-C stops the
+# daemon and leaves the lab up (`.venv/bin/bridgelab down` removes it).
 run: setup
-	$(VENV)/bin/bridgelab up
-	$(VENV)/bin/bridgelab status
+	$(VENV)/bin/bridgelab run
 
 test: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
@@ -20,6 +20,7 @@ unit: setup
 
 bench: setup
 	$(PY) bench/build_teardown.py
+	$(PY) bench/heal_latency.py
 
 clean:
 	-$(VENV)/bin/bridgelab down

@@ -51,6 +51,16 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("up", help="build the lab, or repair it; changes nothing if it is whole")
     common(sp)
     sp.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    sp = sub.add_parser("run", help="the daemon: adopt or build the lab, then keep it whole")
+    common(sp)
+    sp.add_argument("--no-heal", action="store_true", help="observe and report drift, repair nothing")
+    sp.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
+                    help="full re-observation interval backing up the event path (default 30)")
+    sp.add_argument("--down-on-exit", action="store_true", help="tear the lab down on SIGTERM/SIGINT")
+    sp.add_argument("--flap-heals", type=int, default=5, metavar="N",
+                    help="a resource healed N times within 30 s is flapping: back off (default 5)")
+    sp.add_argument("--metrics-addr", default="127.0.0.1:9477",
+                    help="Prometheus endpoint HOST:PORT (port 0: any free port; 'off': none)")
     sp = sub.add_parser("down", help="remove everything the lab created, and nothing else")
     common(sp, host=False)
     sp.add_argument("--lab", help="lab name (default: the topology's)")
@@ -82,7 +92,7 @@ def _mode(args, lab: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.configure(os.environ.get("BRIDGELAB_LOG_LEVEL", "warning"))
+    logs.configure(os.environ.get("BRIDGELAB_LOG_LEVEL", "info" if args.cmd == "run" else "warning"))
     try:
         spec = _load(args)
     except specmod.SpecError as e:
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "validate": cmd_validate,
+        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "status": cmd_status, "validate": cmd_validate,
                 "exec": cmd_exec, "graph": cmd_graph}[args.cmd](args, spec)
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
@@ -153,6 +163,25 @@ def cmd_up(args, spec) -> int:
             eng.close()
 
     return _report(asyncio.run(run()), args, "up")
+
+
+def cmd_run(args, spec) -> int:
+    from .daemon import Options, run
+
+    mode = plan.HOST if args.host else plan.SANDBOX
+    if mode == plan.HOST:
+        for w in spec.warnings:
+            logs.get().warning("topology", warning=w)
+    if args.resync <= 0:
+        print("bridgelab run: --resync must be positive", file=sys.stderr)
+        return EXIT_INPUT
+    if args.flap_heals < 2:
+        print("bridgelab run: --flap-heals must be at least 2", file=sys.stderr)
+        return EXIT_INPUT
+    opts = Options(heal=not args.no_heal, resync=args.resync, down_on_exit=args.down_on_exit,
+                   flap_heals=args.flap_heals,
+                   metrics_addr=None if args.metrics_addr == "off" else args.metrics_addr)
+    return run(plan.desired(spec, mode), spec.source, opts)
 
 
 def cmd_down(args, spec) -> int:

@@ -27,6 +27,7 @@ class Bridge:
     ns: str | None
     name: str
     alias: str
+    mac: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class VethEnd:
     name: str
     master: str | None = None
     hairpin: bool = False  # bridge port may send a frame back out the port it came in by
+    mac: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ real interface the admin owns (we never create, address or route it).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from . import model as m
@@ -36,6 +37,17 @@ def ns_prefix(lab: str) -> str:
 
 def alias(lab: str, role: str) -> str:
     return f"{m.ALIAS_PREFIX}{lab}:{role}"
+
+
+def mac(lab: str, node: str, ifname: str) -> str:
+    """A stable, locally administered MAC per interface.
+
+    A link we recreate keeps its L2 identity, so no neighbour anywhere holds a stale entry after a
+    heal (it would black-hole traffic until ARP re-resolves, seconds later). A bridge given an
+    address also stops taking the lowest port's MAC, which changes whenever a port is recreated.
+    """
+    h = hashlib.sha256(f"{lab}/{node}/{ifname}".encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in h[:5])
 
 
 def www_dir(lab: str, node: str) -> str:
@@ -69,7 +81,7 @@ def desired(spec: Spec, mode: str = SANDBOX) -> m.Desired:
 
     # --- the bridge, like docker0
     br = spec.bridge
-    bridges.append(m.Bridge(host_ns, br.name, alias(lab, "bridge")))
+    bridges.append(m.Bridge(host_ns, br.name, alias(lab, "bridge"), mac(lab, "host", br.name)))
     up.append((host_ns, br.name))
     gw_iface = ipaddress.IPv4Interface(f"{br.gateway}/{br.subnet.prefixlen}")
     addrs.append(m.Address(host_ns, br.name, gw_iface))
@@ -80,8 +92,9 @@ def desired(spec: Spec, mode: str = SANDBOX) -> m.Desired:
         veths.append(m.Veth(
             # hairpin: a container reaching its own published port through the host address is
             # DNATed by br_netfilter while bridged, and sent back out the port it came in by
-            a=m.VethEnd(host_ns, c.host_interface, master=br.name, hairpin=bool(spec.ports)),
-            b=m.VethEnd(cns, c.interface),
+            a=m.VethEnd(host_ns, c.host_interface, master=br.name, hairpin=bool(spec.ports),
+                        mac=mac(lab, "host", c.host_interface)),
+            b=m.VethEnd(cns, c.interface, mac=mac(lab, c.name, c.interface)),
             alias=alias(lab, f"veth:{c.name}"),
         ))
         up += [(host_ns, c.host_interface), (cns, c.interface)]
@@ -109,22 +122,25 @@ def desired(spec: Spec, mode: str = SANDBOX) -> m.Desired:
         gw = node_ns("gateway")
         cl = node_ns("client")
         inet = node_ns("internet")
-        bridges.append(m.Bridge(lan, LAN_BRIDGE, alias(lab, "lan")))
+        bridges.append(m.Bridge(lan, LAN_BRIDGE, alias(lab, "lan"), mac(lab, "lan", LAN_BRIDGE)))
         up.append((lan, LAN_BRIDGE))
         for peer_ns, peer_if, port_if, role in (
             (host_ns, up_.name, "p-host", "uplink"),
             (gw, "eth0", "p-gateway", "gateway-lan"),
             (cl, "eth0", "p-client", "client-lan"),
         ):
-            veths.append(m.Veth(a=m.VethEnd(lan, port_if, master=LAN_BRIDGE),
-                                b=m.VethEnd(peer_ns, peer_if), alias=alias(lab, role)))
+            peer_node = {host_ns: "host", gw: "gateway", cl: "client"}[peer_ns]
+            veths.append(m.Veth(a=m.VethEnd(lan, port_if, master=LAN_BRIDGE, mac=mac(lab, "lan", port_if)),
+                                b=m.VethEnd(peer_ns, peer_if, mac=mac(lab, peer_node, peer_if)),
+                                alias=alias(lab, role)))
             up += [(lan, port_if), (peer_ns, peer_if)]
         addrs.append(m.Address(host_ns, up_.name, up_.address))
         routes.append(m.Route(host_ns, ANY, up_.gateway, up_.name))
         gw_lan = ipaddress.IPv4Interface(f"{up_.gateway}/{up_.address.network.prefixlen}")
         addrs += [m.Address(gw, "eth0", gw_lan), m.Address(gw, "eth1", sb.upstream),
                   m.Address(cl, "eth0", sb.client), m.Address(inet, "eth0", sb.internet)]
-        veths.append(m.Veth(a=m.VethEnd(gw, "eth1"), b=m.VethEnd(inet, "eth0"), alias=alias(lab, "upstream")))
+        veths.append(m.Veth(a=m.VethEnd(gw, "eth1", mac=mac(lab, "gateway", "eth1")),
+                            b=m.VethEnd(inet, "eth0", mac=mac(lab, "internet", "eth0")), alias=alias(lab, "upstream")))
         up += [(gw, "eth1"), (inet, "eth0")]
         routes += [m.Route(cl, ANY, up_.gateway, "eth0"), m.Route(inet, ANY, sb.upstream.ip, "eth0")]
         # The gateway routes LAN <-> internet but, like the seed's upstream router, has no route

@@ -183,6 +183,7 @@ class Result:
     errors: list[tuple[Action, str]]
     seconds: float
     observed: Observed | None = None
+    held: list[Action] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -202,23 +203,33 @@ class Engine:
         self.index: dict[tuple[str | None, str], int] = {}
         self._ns_ino: dict[str, int] = {}
         self._up = set(desired.up)
+        self._last: Observed | None = None
 
     def close(self) -> None:
         self.rtnl.close()
 
     # ------------------------------------------------------------------ observe
 
-    async def observe(self) -> Observed:
+    async def observe(self, only: set | None = None) -> Observed:
+        """Dump every managed namespace, or with ONLY, just those (plus any made anew since the
+        last look) and reuse the previous dump for the rest: the daemon knows from its
+        per-namespace doorbells which ones changed."""
         d = self.d
         present = set(netns.list_names(f"bl-{d.lab}-"))
         look = [ns for ns in d.managed_ns() if ns is None or ns in present]
-        # a namespace we hold a socket for may have been deleted and made anew: reopen
+        last = self._last.ns if (only is not None and self._last is not None) else {}
+        fresh = []
         for ns in look:
+            # a namespace we hold a socket for may have been deleted and made anew: reopen
             if ns is not None and self._ns_ino.get(ns) != netns.inode(ns):
                 self.rtnl.forget(ns)
                 self._ns_ino[ns] = netns.inode(ns)
-        states = await asyncio.gather(*(self.rtnl.observe(ns) for ns in look))
-        by_ns = dict(zip(look, states))
+                last.pop(ns, None)
+            if ns not in last or ns in (only or ()):
+                fresh.append(ns)
+        states = await asyncio.gather(*(self.rtnl.observe(ns) for ns in fresh))
+        by_ns = {ns: last[ns] for ns in look if ns in last}
+        by_ns.update(zip(fresh, states))
         for ns in present - set(look):
             by_ns[ns] = NsState()
         sysctls = {(s.ns, s.key): (sysctl.read(s.ns, s.key) if s.ns is None or s.ns in present else None)
@@ -241,21 +252,28 @@ class Engine:
             else:
                 svc[s.name] = "wrong-ns" if _running(rec) else "dead"
         self.index = {(ns, name): link.index for ns, st in by_ns.items() for name, link in st.links.items()}
-        return Observed(present, by_ns, sysctls, tables, svc, gates)
+        self._last = Observed(present, by_ns, sysctls, tables, svc, gates)
+        return self._last
 
     # ------------------------------------------------------------------ reconcile
 
-    async def reconcile(self, dry_run: bool = False) -> Result:
+    async def reconcile(self, dry_run: bool = False, allow=None, only: set | None = None) -> Result:
+        """Observe, diff, apply. ALLOW (action -> bool) holds back actions, e.g. for backoff."""
         t0 = time.perf_counter()
         if self._adopting_other_mode:
             raise ConflictError(f"lab {self.d.lab} is up in {self.st.mode} mode; "
                                 f"run 'bridgelab down' before bringing it up in {self.d.mode} mode")
-        obs = await self.observe()
+        obs = await self.observe(only)
         acts = diff(self.d, obs, self.st)
+        held: list[Action] = []
+        if allow is not None:
+            held = [a for a in acts if not allow(a)]
+            acts = [a for a in acts if allow(a)]
         errors: list[tuple[Action, str]] = []
         if not dry_run and acts:
+            self._last = None  # what we change is dumped afresh next time, whatever rang
             errors = await self._apply(acts)
-        return Result(acts, errors, time.perf_counter() - t0, obs)
+        return Result(acts, errors, time.perf_counter() - t0, obs, held)
 
     async def _apply(self, acts: list[Action]) -> list[tuple[Action, str]]:
         errors: list[tuple[Action, str]] = []
@@ -319,12 +337,13 @@ class Engine:
                 await self.rtnl.delete_link(a.ns, idx)
         elif v == "create-bridge":
             b: m.Bridge = a.obj
-            self.index[(b.ns, b.name)] = await self.rtnl.create_bridge(b.ns, b.name, self._alias(b.ns, b.alias))
+            self.index[(b.ns, b.name)] = await self.rtnl.create_bridge(b.ns, b.name, self._alias(b.ns, b.alias), b.mac)
         elif v == "create-veth":
             ve: m.Veth = a.obj
             master = self._idx(ve.a.ns, ve.a.master) if ve.a.master else None
             ia, ib = await self.rtnl.create_veth(ve.a.ns, ve.a.name, self._alias(ve.a.ns, ve.alias), master,
-                                                 (ve.a.ns, ve.a.name) in self._up, ve.b.ns, ve.b.name)
+                                                 (ve.a.ns, ve.a.name) in self._up, ve.b.ns, ve.b.name,
+                                                 ve.a.mac, ve.b.mac)
             self.index[(ve.a.ns, ve.a.name)] = ia
             self.index[(ve.b.ns, ve.b.name)] = ib
         elif v == "set-master":

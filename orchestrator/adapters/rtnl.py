@@ -133,8 +133,9 @@ class Rtnl:
 
     # ------------------------------------------------------------------ act
 
-    async def create_bridge(self, ns: str | None, name: str, alias: str | None) -> int:
-        msgs = await self.handle(ns).link("add", ifname=name, kind="bridge", state="up")
+    async def create_bridge(self, ns: str | None, name: str, alias: str | None, mac: str = "") -> int:
+        kw = {"address": mac} if mac else {}
+        msgs = await self.handle(ns).link("add", ifname=name, kind="bridge", state="up", **kw)
         index = msgs[0]["index"]
         await self._mark(ns, index, alias)
         return index
@@ -145,14 +146,19 @@ class Rtnl:
             await self.handle(ns).link("set", index=index, ifalias=alias)
 
     async def create_veth(self, ns: str | None, name: str, alias: str | None, master: int | None,
-                          up: bool, peer_ns: str | None, peer_name: str) -> tuple[int, int]:
+                          up: bool, peer_ns: str | None, peer_name: str, mac: str = "",
+                          peer_mac: str = "") -> tuple[int, int]:
         fd = netns.open_fd(peer_ns)
         try:
             kw = {"master": master} if master else {}
             if up:
                 kw["state"] = "up"
-            msgs = await self.handle(ns).link(
-                "add", ifname=name, kind="veth", peer={"ifname": peer_name, "net_ns_fd": fd}, **kw)
+            if mac:
+                kw["address"] = mac
+            peer = {"ifname": peer_name, "net_ns_fd": fd}
+            if peer_mac:
+                peer["address"] = peer_mac
+            msgs = await self.handle(ns).link("add", ifname=name, kind="veth", peer=peer, **kw)
         finally:
             os.close(fd)
         await self._mark(ns, msgs[0]["index"], alias)

@@ -71,16 +71,16 @@ def stop(rec: dict, timeout: float = 2.0) -> None:
     while time.monotonic() < deadline:
         if start_time(pid) != rec["start"]:
             return
-        _reap(pid)
+        reap(pid)
         time.sleep(0.01)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    _reap(pid)
+    reap(pid)
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
