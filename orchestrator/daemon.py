@@ -217,6 +217,8 @@ class Daemon:
         want_ns = {n.name for n in self.d.namespaces}
         while True:
             await asyncio.sleep(self.opts.poll)
+            self.metrics.tasks.set(len(asyncio.all_tasks()))
+            self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))
             present = set(netns.list_names(prefix))
             if present != want_ns:
                 self.ring("namespace " + ", ".join(sorted(want_ns ^ present)))

@@ -3,8 +3,8 @@ probes). One registry per daemon; every label set is bounded by the lists below.
 
 from __future__ import annotations
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
-                               start_http_server)
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               disable_created_metrics, start_http_server)
 
 from . import __version__
 
@@ -44,6 +44,10 @@ class Metrics:
                               "Resources being undone repeatedly, healed with exponential backoff", registry=r)
         self.resyncs = Counter("bridgelab_event_stream_resyncs_total",
                                "Full re-observations not caused by a specific event", ["reason"], registry=r)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
+        self.tasks = Gauge("bridgelab_daemon_tasks", "asyncio tasks alive in the daemon", registry=r)
+        self.sockets = Gauge("bridgelab_daemon_netlink_sockets", "netlink sockets the daemon holds open",
+                             registry=r)
         self.passes = Counter("bridgelab_reconcile_passes_total", "Reconcile passes by result",
                               ["result"], registry=r)
         for k in KINDS:
