@@ -40,10 +40,25 @@ def topology(lab: str, n: int) -> dict:
     }
 
 
-def settle(seconds: float = 3.0) -> None:
+def live_namespaces() -> int:
+    """Network namespaces the kernel still holds, destroyed or not (the slab does not lie)."""
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            if line.startswith("net_namespace "):
+                return int(line.split()[1])
+    return 0
+
+
+BASELINE = live_namespaces()
+
+
+def settle(timeout: float = 60.0) -> None:
     """Deleting namespaces returns at once; the kernel destroys them afterwards in a workqueue.
-    Let that finish so one run's cleanup is not billed to the next."""
-    time.sleep(seconds)
+    Wait until it has, so one run's cleanup is not billed to the next."""
+    deadline = time.monotonic() + timeout
+    while live_namespaces() > BASELINE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
 
 
 def timed(fn) -> float:

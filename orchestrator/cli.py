@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", action="store_true")
     sp.add_argument("node", help="a container name, host, or (sandbox) gateway, client, internet")
     sp.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    sp = sub.add_parser("doctor", help="what this kernel and machine offer the lab and its probes")
+    sp.add_argument("-f", "--file")
+    sp.add_argument("--json", action="store_true")
     sp = sub.add_parser("graph", help="the topology as a picture (Mermaid or Graphviz)")
     common(sp)
     sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
-        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "status": cmd_status, "validate": cmd_validate,
+        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "status": cmd_status, "validate": cmd_validate,
                 "exec": cmd_exec, "graph": cmd_graph}[args.cmd](args, spec)
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
@@ -233,6 +236,17 @@ def cmd_exec(args, spec) -> int:
     except FileNotFoundError:
         print(f"bridgelab exec: {argv[0]}: command not found", file=sys.stderr)
         return 127
+
+
+def cmd_doctor(args, spec) -> int:
+    from . import doctor
+
+    cs = doctor.checks()
+    if args.json:
+        print(json.dumps(doctor.as_json(cs), indent=1))
+    else:
+        print(doctor.render(cs, _color(sys.stdout.isatty())))
+    return EXIT_OK
 
 
 def cmd_graph(args, spec) -> int:

@@ -198,7 +198,9 @@ class Engine:
         self.source = source
         self.rtnl = Rtnl()
         loaded = State.load(desired.lab)
-        self._adopting_other_mode = loaded is not None and loaded.mode != desired.mode and bool(loaded.services or loaded.nft)
+        # a state file from the other mode with anything in it: refuse rather than mix the two
+        self._adopting_other_mode = (loaded is not None and loaded.mode != desired.mode
+                                     and bool(loaded.services or loaded.nft))
         self.st = loaded or State(lab=desired.lab, mode=desired.mode, source=source)
         self.index: dict[tuple[str | None, str], int] = {}
         self._ns_ino: dict[str, int] = {}
@@ -217,7 +219,7 @@ class Engine:
         d = self.d
         present = set(netns.list_names(f"bl-{d.lab}-"))
         look = [ns for ns in d.managed_ns() if ns is None or ns in present]
-        last = self._last.ns if (only is not None and self._last is not None) else {}
+        last = dict(self._last.ns) if (only is not None and self._last is not None) else {}
         fresh = []
         for ns in look:
             # a namespace we hold a socket for may have been deleted and made anew: reopen

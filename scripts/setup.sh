@@ -34,6 +34,10 @@ fi
 if [ ! -e /sys/kernel/tracing/events ]; then
   mount -t tracefs nodev /sys/kernel/tracing
 fi
+# `bridgelab doctor` reports the lockdown mode from securityfs.
+if [ ! -e /sys/kernel/security/lockdown ] && grep -qw securityfs /proc/filesystems; then
+  mount -t securityfs none /sys/kernel/security 2>/dev/null || true
+fi
 # bcc wants a kernel headers tree; there is none for this kernel, Debian's 6.1 headers serve for
 # uapi headers only (our probes never use kernel-internal struct layouts from them).
 build="/lib/modules/$(uname -r)/build"
