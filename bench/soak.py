@@ -31,7 +31,12 @@ def sample(pid: int, port: int) -> dict:
     status = open(f"/proc/{pid}/status").read()
     rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
     fds = os.listdir(f"/proc/{pid}/fd")
-    socks = sum(1 for f in fds if os.readlink(f"/proc/{pid}/fd/{f}").startswith("socket:"))
+    socks = 0
+    for fd in fds:
+        try:
+            socks += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:  # closed while we looked
+            pass
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     m = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2]) for line in body.splitlines()
          if line and not line.startswith("#")}

@@ -166,6 +166,10 @@ class Daemon:
             self.metrics.heal_seconds.observe(took)
             log.info("healed", actions=len(res.actions), errors=len(res.errors), cause=cause,
                      duration_ms=round(took * 1000, 2), pass_ms=round(res.seconds * 1000, 2))
+        stray = self.engine.rtnl.drain_unsolicited()
+        if stray:
+            self.metrics.unsolicited.inc(stray)
+            log.warning("unsolicited netlink messages dropped", count=stray)
         result = ("failed" if res.errors else "healed" if self.opts.heal else "drift") if res.actions else "clean"
         self.metrics.passes.labels(result).inc()
         self._update_gauges(res)

@@ -48,6 +48,8 @@ class Metrics:
         self.tasks = Gauge("bridgelab_daemon_tasks", "asyncio tasks alive in the daemon", registry=r)
         self.sockets = Gauge("bridgelab_daemon_netlink_sockets", "netlink sockets the daemon holds open",
                              registry=r)
+        self.unsolicited = Counter("bridgelab_netlink_unsolicited_messages_total",
+                                   "Netlink replies no request claimed, dropped (should stay 0)", registry=r)
         self.passes = Counter("bridgelab_reconcile_passes_total", "Reconcile passes by result",
                               ["result"], registry=r)
         for k in KINDS:

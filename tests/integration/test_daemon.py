@@ -77,6 +77,7 @@ def test_daemon_heals(make_lab, start_daemon, fault):
         lab.ping("container1", "172.168.1.12"), lab.ping("container2", "203.0.113.10"),
         lab.http("client", "http://192.168.0.10:8888/"), d.text()[-4000:])
     assert d.applied() > before
+    assert d.metrics()["bridgelab_netlink_unsolicited_messages_total"] == 0, "no reply left unread (a leak)"
     healed = [e for e in d.events() if e.get("event") == "drift" and e.get("outcome") == "applied"]
     assert healed and all({"resource", "ns", "kind", "cause", "action"} <= e.keys() for e in healed)
 
@@ -171,6 +172,7 @@ def test_chaos_200_faults_with_strangers_present(make_lab, start_daemon):
         assert sorted(links) == sorted(["lo", "br0", "veth1", "veth2", "ens33", "stranger0", "stranger1"])
         assert "table inet stranger" in lab.x("host", "nft list tables").stdout
     assert d.proc.poll() is None
+    assert d.metrics()["bridgelab_netlink_unsolicited_messages_total"] == 0
 
 
 def test_sd_notify_ready_and_watchdog(make_lab, start_daemon, tmp_path):
