@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from . import model as m
 from .reconcile import Engine
 from .spec import Spec
-from .state import State
+from .state import State, lab_dir
+
+
+def daemon_info(lab: str) -> dict | None:
+    """The running daemon of LAB, if any (its pid is checked, not trusted)."""
+    try:
+        with open(os.path.join(lab_dir(lab), "daemon.json")) as f:
+            info = json.load(f)
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info
 
 
 async def collect(d: m.Desired, spec: Spec) -> dict:
@@ -47,12 +61,15 @@ async def collect(d: m.Desired, spec: Spec) -> dict:
                    "to": f"{p.container}:{p.container_port}",
                    "target": f"{spec.container(p.container).address}:{p.container_port}"} for p in spec.ports],
         "services": svc,
+        "daemon": daemon_info(d.lab),
         "drift": [a.as_json() for a in res.actions] if st is not None else [],
     }
 
 
 def render(r: dict, c) -> str:
-    out = [f"lab {r['lab']} ({r['mode']} mode): " + (c("32", "up") if r["up"] else c("31", "not up"))]
+    dmn = r.get("daemon")
+    out = [f"lab {r['lab']} ({r['mode']} mode): " + (c("32", "up") if r["up"] else c("31", "not up"))
+           + (f", daemon pid {dmn['pid']} (metrics :{dmn['metrics_port']})" if dmn else ", no daemon")]
     for n in r["nodes"]:
         head = f"  {n['node']:<12} {n['ns'] or '(current netns)'}"
         out.append(head if n["present"] else head + c("31", "  missing"))
