@@ -168,8 +168,9 @@ class Daemon:
                      duration_ms=round(took * 1000, 2), pass_ms=round(res.seconds * 1000, 2))
         stray = self.engine.rtnl.drain_unsolicited()
         if stray:
-            self.metrics.unsolicited.inc(stray)
-            log.warning("unsolicited netlink messages dropped", count=stray)
+            self.metrics.unsolicited.inc(len(stray))
+            log.warning("unsolicited netlink messages dropped", count=len(stray),
+                        messages=[f"{ns}: type {t} seq {q}" for ns, t, q in stray[:5]])
         result = ("failed" if res.errors else "healed" if self.opts.heal else "drift") if res.actions else "clean"
         self.metrics.passes.labels(result).inc()
         self._update_gauges(res)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
@@ -101,16 +102,18 @@ class Rtnl:
                 continue
         sock.bind((0, 0))
 
-    def drain_unsolicited(self) -> int:
+    def drain_unsolicited(self) -> list[tuple[str | None, int, int]]:
         """Drop messages no request claimed (pyroute2 parks them in its queue's root slot, where
-        nothing reads them: a leak). Returns how many: anything but 0 is a bug to look at."""
-        n = 0
-        for h in self._handles.values():
-            root = getattr(h.msg_queue, "root", None) or vars(h.msg_queue).get("root")
+        nothing reads them: a leak) and say what they were: (namespace, type, seq) each."""
+        out = []
+        for ns, h in self._handles.items():
+            root = vars(h.msg_queue).get("root")
             while root is not None and not root.empty():
-                root.get_nowait()
-                n += 1
-        return n
+                data = root.get_nowait()
+                if isinstance(data, bytes) and len(data) >= 16:
+                    _, mtype, _, seq, _ = struct.unpack_from("=IHHII", data)
+                    out.append((ns, mtype, seq))
+        return out
 
     def forget(self, ns: str | None) -> None:
         h = self._handles.pop(ns, None)
