@@ -218,31 +218,37 @@ class Daemon:
 
     async def poller(self) -> None:
         """What no event announces: sysctls, namespace names, service processes."""
-        prefix = plan.ns_prefix(self.d.lab)
-        want_ns = {n.name for n in self.d.namespaces}
         while True:
             await asyncio.sleep(self.opts.poll)
-            self.metrics.tasks.set(len(asyncio.all_tasks()))
-            self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))
-            present = set(netns.list_names(prefix))
-            # a missing or replaced namespace is dumped afresh anyway, and what its loss did to
-            # the others' links rang their own doorbells: no need to re-dump everything
-            if present != want_ns:
-                self.ring("namespace " + ", ".join(sorted(want_ns ^ present)), scope="none")
-                continue
-            for ns, kind in list(self.doorbells):
-                if kind == "rtnl" and ns is not None and netns.inode(ns) != self.doorbells[(ns, kind)].inode:
-                    self.ring("namespace replaced", ns, scope="none")
-            for s in self.d.sysctls:
-                if s.ns is None or s.ns in present:
-                    v = sysctl.read(s.ns, s.key)
-                    if v is not None and v != s.value:
-                        self.ring(f"sysctl {s.key}={v}", s.ns, scope="none")
-            for s in self.d.services:
-                rec = self.engine.st.services.get(s.name)
-                if rec and not services.alive(rec, s.ns):
-                    services.reap(rec["pid"])
-                    self.ring(f"service {s.name} not running", s.ns, scope="none")
+            try:
+                self._poll_once()
+            except OSError as e:  # a namespace or process vanished while we looked: look again
+                self.ring(f"poll: {e}", scope="all")
+
+    def _poll_once(self) -> None:
+        prefix = plan.ns_prefix(self.d.lab)
+        want_ns = {n.name for n in self.d.namespaces}
+        self.metrics.tasks.set(len(asyncio.all_tasks()))
+        self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))
+        present = set(netns.list_names(prefix))
+        # a missing or replaced namespace is dumped afresh anyway, and what its loss did to
+        # the others' links rang their own doorbells: no need to re-dump everything
+        if present != want_ns:
+            self.ring("namespace " + ", ".join(sorted(want_ns ^ present)), scope="none")
+            return
+        for ns, kind in list(self.doorbells):
+            if kind == "rtnl" and ns is not None and netns.inode(ns) != self.doorbells[(ns, kind)].inode:
+                self.ring("namespace replaced", ns, scope="none")
+        for s in self.d.sysctls:
+            if s.ns is None or s.ns in present:
+                v = sysctl.read(s.ns, s.key)
+                if v is not None and v != s.value:
+                    self.ring(f"sysctl {s.key}={v}", s.ns, scope="none")
+        for s in self.d.services:
+            rec = self.engine.st.services.get(s.name)
+            if rec and not services.alive(rec, s.ns):
+                services.reap(rec["pid"])
+                self.ring(f"service {s.name} not running", s.ns, scope="none")
 
     async def resyncer(self) -> None:
         while True:

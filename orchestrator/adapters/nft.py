@@ -22,21 +22,33 @@ class NftError(RuntimeError):
     pass
 
 
-def _ctx(json_output: bool = False, handles: bool = False) -> nftables.Nftables:
-    # libnftables opens its netlink socket when the context is made: make it inside the ns.
-    ctx = nftables.Nftables()
-    ctx.set_json_output(json_output)
-    ctx.set_handle_output(handles)
-    return ctx
+_contexts: dict[str | None, tuple[int, nftables.Nftables]] = {}
+
+
+def _ctx(ns: str | None) -> nftables.Nftables:
+    """One libnftables context per namespace, made inside it and reused: a context is not
+    cheap, and the Python binding's contexts are not reliably freed (ours leaked natively)."""
+    ino = netns.inode(ns)
+    hit = _contexts.get(ns)
+    if hit is None or hit[0] != ino:
+        with netns.entered(ns):
+            _contexts[ns] = hit = (ino, nftables.Nftables())
+    return hit[1]
 
 
 def run(ns: str | None, cmd: str, json_output: bool = False, handles: bool = False) -> str:
-    with netns.entered(ns):
-        ctx = _ctx(json_output, handles)
+    ctx = _ctx(ns)
+    ctx.set_json_output(json_output)
+    ctx.set_handle_output(handles)
+    with netns.entered(ns):  # the context may open its netlink socket per command
         rc, out, err = ctx.cmd(cmd)
     if rc != 0:
         raise NftError(err.strip() or f"nft failed ({rc})")
     return out
+
+
+def forget(ns: str | None) -> None:
+    _contexts.pop(ns, None)
 
 
 def fingerprint(listing: str) -> str:
