@@ -44,9 +44,3 @@ class State:
 def remove(lab: str) -> None:
     shutil.rmtree(lab_dir(lab), ignore_errors=True)
 
-
-def labs() -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(RUN_DIR) if os.path.exists(os.path.join(RUN_DIR, n, "state.json")))
-    except FileNotFoundError:
-        return []

@@ -47,10 +47,6 @@ def run(ns: str | None, cmd: str, json_output: bool = False, handles: bool = Fal
     return out
 
 
-def forget(ns: str | None) -> None:
-    _contexts.pop(ns, None)
-
-
 def fingerprint(listing: str) -> str:
     return hashlib.sha256(_COUNTER.sub("counter", listing).encode()).hexdigest()[:16]
 
