@@ -95,17 +95,23 @@ class Daemon:
         for ns in self.d.managed_ns():
             if ns is not None and not netns.exists(ns):
                 continue
-            ino = netns.inode(ns)
-            for kind, make in (("rtnl", rtnl_doorbell), ("nft", nft_doorbell)):
-                if kind == "nft" and ns != self.d.host_ns:
-                    continue
-                bell = self.doorbells.get((ns, kind))
-                if bell is not None and bell.inode == ino:
-                    continue
-                if bell is not None:
-                    bell.close()
-                self.doorbells[(ns, kind)] = make(loop, ns, self.ring)
-                opened = True
+            try:
+                ino = netns.inode(ns)
+                for kind, make in (("rtnl", rtnl_doorbell), ("nft", nft_doorbell)):
+                    if kind == "nft" and ns != self.d.host_ns:
+                        continue
+                    bell = self.doorbells.get((ns, kind))
+                    if bell is not None and bell.inode == ino:
+                        continue
+                    if bell is not None:
+                        bell.close()
+                    self.doorbells[(ns, kind)] = make(loop, ns, self.ring)
+                    opened = True
+            except OSError as e:
+                # someone deleted or is re-creating it right now (a half-made /run/netns entry is
+                # an empty file: setns says EINVAL); the poller sees the outcome and rings again
+                log.warning("subscribe deferred", ns=ns, error=str(e))
+                loop.call_later(0.05, self.ring, f"subscribe {ns}: {e.strerror or e}")
         return opened
 
     def _close_doorbells(self) -> None:

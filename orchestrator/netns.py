@@ -70,15 +70,31 @@ def _ensure_rundir() -> None:
         _rundir_ready = True
 
 
+def _nsfs_dev() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def _is_namespace(st: os.stat_result) -> bool:
+    # /run/netns/NAME is an empty file until the namespace is bind-mounted onto it; another
+    # process (or a crash) can leave us looking at it in between, and setns on it says EINVAL
+    return st.st_dev == _nsfs_dev()
+
+
 def exists(name: str) -> bool:
-    return os.path.exists(path(name))
-
-
-def list_names(prefix: str = "") -> list[str]:
+    """NAME is a namespace now (not merely an entry still being made)."""
     try:
-        return sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(prefix))
+        return _is_namespace(os.stat(path(name)))
+    except FileNotFoundError:
+        return False
+
+
+def list_names(prefix: str = "", half_made: bool = False) -> list[str]:
+    """Namespaces under /run/netns starting with PREFIX; HALF_MADE: entries not (yet) bound too."""
+    try:
+        names = [n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(prefix)]
     except FileNotFoundError:
         return []
+    return sorted(n for n in names if half_made or exists(n))
 
 
 def _setns(fd: int, name: str) -> None:
@@ -121,7 +137,14 @@ def create_many(names: list[str], ipv4_only: bool = False) -> None:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         for name in names:
-            os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            try:
+                os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            except FileExistsError:
+                if exists(name):
+                    raise
+                # an entry a crashed creator left without its namespace: ours to finish
+                os.unlink(path(name))
+                os.close(os.open(path(name), os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
             try:
                 _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
                 _loopback_up()
@@ -192,6 +215,9 @@ def entered(name: str | None) -> Iterator[None]:
         fd = os.open(path(name), os.O_RDONLY)
     except FileNotFoundError:
         raise OSError(errno.ENOENT, "no such network namespace", name) from None
+    if not _is_namespace(os.fstat(fd)):
+        os.close(fd)
+        raise OSError(errno.ENOENT, "network namespace still being made (or left half-made)", name)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         _setns(fd, name)

@@ -19,7 +19,7 @@ async def teardown(lab: str, rtnl=None) -> list[str]:
         for name, rec in st.services.items():
             services.stop(rec)
             done.append(f"stop-service {name}")
-    names = netns.list_names(f"bl-{lab}-")
+    names = netns.list_names(f"bl-{lab}-", half_made=True)
     if rtnl is not None:
         for name in names:
             rtnl.forget(name)
