@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                     help="a resource healed N times within 30 s is flapping: back off (default 5)")
     sp.add_argument("--metrics-addr", default="127.0.0.1:9477",
                     help="Prometheus endpoint HOST:PORT (port 0: any free port; 'off': none)")
+    sp.add_argument("--no-probes", action="store_true", help="run without the eBPF probes")
+    sp.add_argument("--bpf-stats", action="store_true",
+                    help="have the kernel count the probes' run time (bridgelab_probe_run_seconds_total)")
     sp = sub.add_parser("down", help="remove everything the lab created, and nothing else")
     common(sp, host=False)
     sp.add_argument("--lab", help="lab name (default: the topology's)")
@@ -76,6 +79,16 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("doctor", help="what this kernel and machine offer the lab and its probes")
     sp.add_argument("-f", "--file")
     sp.add_argument("--json", action="store_true")
+    sp = sub.add_parser("trace", help="follow matching packets through the lab hop by hop (eBPF)")
+    common(sp)
+    sp.add_argument("--node", help="packets from or to this node (its address)")
+    sp.add_argument("--addr", dest="host_filter", metavar="ADDR[/LEN]", help="packets from or to this host or net")
+    sp.add_argument("--port", type=int, help="TCP/UDP source or destination port")
+    sp.add_argument("--proto", choices=("tcp", "udp", "icmp"))
+    sp.add_argument("--direction", choices=("in", "out"), help="out: sent by the node/address; in: sent to it")
+    sp.add_argument("--count", type=int, default=0, help="stop after N packets")
+    sp.add_argument("--timeout", type=float, default=0, help="stop after SECONDS")
+    sp.add_argument("--ring-pages", type=int, default=256, help="ring buffer size per probe, in pages (power of 2)")
     sp = sub.add_parser("graph", help="the topology as a picture (Mermaid or Graphviz)")
     common(sp)
     sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
-        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "status": cmd_status, "validate": cmd_validate,
+        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace, "status": cmd_status, "validate": cmd_validate,
                 "exec": cmd_exec, "graph": cmd_graph}[args.cmd](args, spec)
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
@@ -182,7 +195,7 @@ def cmd_run(args, spec) -> int:
         print("bridgelab run: --flap-heals must be at least 2", file=sys.stderr)
         return EXIT_INPUT
     opts = Options(heal=not args.no_heal, resync=args.resync, down_on_exit=args.down_on_exit,
-                   flap_heals=args.flap_heals,
+                   flap_heals=args.flap_heals, probes=not args.no_probes, bpf_stats=args.bpf_stats,
                    metrics_addr=None if args.metrics_addr == "off" else args.metrics_addr)
     return run(plan.desired(spec, mode), spec.source, opts)
 
@@ -247,6 +260,30 @@ def cmd_doctor(args, spec) -> int:
     else:
         print(doctor.render(cs, _color(sys.stdout.isatty())))
     return EXIT_OK
+
+
+def cmd_trace(args, spec) -> int:
+    from . import trace
+
+    if args.port is not None and not 0 < args.port < 65536:
+        print("bridgelab trace: --port must be 1-65535", file=sys.stderr)
+        return EXIT_INPUT
+    if args.ring_pages < 1 or args.ring_pages & (args.ring_pages - 1):
+        print("bridgelab trace: --ring-pages must be a power of 2", file=sys.stderr)
+        return EXIT_INPUT
+    desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
+    if args.node and args.node not in desired.nodes:
+        print(f"bridgelab trace: no node '{args.node}' in lab {spec.lab}; nodes: {', '.join(desired.nodes)}",
+              file=sys.stderr)
+        return EXIT_INPUT
+    if args.host_filter:
+        import ipaddress
+        try:
+            ipaddress.IPv4Network(args.host_filter, strict=False)
+        except ValueError as e:
+            print(f"bridgelab trace: --addr: {e}", file=sys.stderr)
+            return EXIT_INPUT
+    return trace.run(desired, args)
 
 
 def cmd_graph(args, spec) -> int:

@@ -52,6 +52,8 @@ class Options:
     down_on_exit: bool = False
     metrics_addr: str | None = "127.0.0.1:9477"
     flap_heals: int = 5  # heals of one resource within FLAP_WINDOW that make it "flapping"
+    probes: bool = True
+    bpf_stats: bool = False  # count probe run time (a kernel-wide switch, held while we run)
 
 
 class Daemon:
@@ -70,6 +72,9 @@ class Daemon:
         self._lost = False
         self.passes = 0
         self.metrics_port: int | None = None
+        self.probes = None
+        self._probe_task: asyncio.Task | None = None
+        self._stats_fd: int | None = None
 
     # ---------------------------------------------------------------- doorbells
 
@@ -180,7 +185,58 @@ class Daemon:
         result = ("failed" if res.errors else "healed" if self.opts.heal else "drift") if res.actions else "clean"
         self.metrics.passes.labels(result).inc()
         self._update_gauges(res)
+        if self.probes is not None and res.actions:
+            self._sync_probes()  # a device or namespace made anew needs its programs again
         return res
+
+    # ---------------------------------------------------------------- probes
+
+    async def start_probes(self) -> None:
+        """Compile and attach the eBPF probes (issue #4) after ready: the lab does not wait for a
+        compiler. Whatever cannot load or attach is logged with the kernel's reason and exported
+        as bridgelab_probe_attached 0; the daemon carries on without it."""
+        from .probes.collector import ProbeCollector
+        from .probes.loader import Probes
+        t0 = time.monotonic()
+        p = Probes(self.d.lab)
+        try:
+            await asyncio.to_thread(p.load)
+        except Exception as e:  # bcc missing or broken: say so, run without probes
+            log.error("probes unavailable", reason=str(e))
+            return
+        self.probes = p
+        self.probe_collector = None
+        self._sync_probes()
+        ports = {e.name for v in self.d.veths for e in (v.a, v.b) if e.master}
+        self.probe_collector = ProbeCollector(p, ports)
+        self.metrics.registry.register(self.probe_collector)
+        if self.opts.bpf_stats:
+            from .probes import links
+            try:
+                self._stats_fd = links.enable_run_stats()
+            except OSError as e:
+                log.warning("bpf stats unavailable", error=str(e))
+        for name, fam in p.families.items():
+            if not fam.ok:
+                log.error("probe not attached", probe=name, reason=fam.reason)
+            elif fam.degraded:
+                log.warning("probe degraded", probe=name, reason=fam.degraded)
+        log.info("probes ready", attached=p.attached(), links=sum(len(a.fds) for a in [*p.tc.values(), *p.nf.values()]),
+                 errors=p.attach_errors or None, read_packet=p.read_packet,
+                 seconds=round(time.monotonic() - t0, 3))
+
+    def _sync_probes(self) -> None:
+        try:
+            made = self.probes.sync(self.d)
+        except Exception as e:  # never let the tracer take the healer down
+            log.exception("probe sync failed", error=str(e))
+            return
+        if made:
+            log.debug("probes attached", links=made)
+            if self.probe_collector is not None:
+                self.probe_collector.fold()
+        for where, why in self.probes.attach_errors.items():
+            log.warning("probe attach failed", where=where, reason=why)
 
     def _update_gauges(self, res: Result) -> None:
         drifted: dict[str, int] = {}
@@ -294,6 +350,8 @@ class Daemon:
         tasks = {name: asyncio.create_task(coro, name=f"bridgelab-{name}") for name, coro in (
             ("worker", self.worker()), ("poller", self.poller()),
             ("resync", self.resyncer()), ("watchdog", self.watchdog()))}
+        if self.opts.probes:
+            self._probe_task = asyncio.create_task(self.start_probes(), name="bridgelab-probes")
         crashed = asyncio.ensure_future(asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION))
         await asyncio.wait([stop, crashed], return_when=asyncio.FIRST_COMPLETED)
         code = 0
@@ -304,9 +362,9 @@ class Daemon:
             code = 1
         log.info("stopping", signal=stop.result().name if stop.done() else None)
         self.notifier.notify("STOPPING=1")
-        for t in tasks.values():
+        for t in [*tasks.values(), *([self._probe_task] if self._probe_task else [])]:
             t.cancel()
-        await asyncio.wait(tasks.values(), timeout=3)
+        await asyncio.wait([*tasks.values(), *([self._probe_task] if self._probe_task else [])], timeout=3)
         crashed.cancel()
         await self._shutdown()
         return code
@@ -317,6 +375,12 @@ class Daemon:
             json.dump({"pid": os.getpid(), "metrics_port": self.metrics_port, "heal": self.opts.heal}, f)
 
     def _shutdown_sync(self) -> None:
+        if self.probes is not None:
+            self.probes.close()  # links are fd-bound: closing them detaches every program
+            self.probes = None
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
         self._close_doorbells()
         self.engine.close()
         self.metrics.close()

@@ -107,11 +107,52 @@ def checks() -> list[Check]:
     out.append(Check("headers", os.path.exists(build) or bool(os.environ.get("BCC_KERNEL_SOURCE")),
                      os.path.realpath(build) if os.path.exists(build) else f"{build} missing",
                      "" if os.path.exists(build) else "make setup links Debian's linux-headers-amd64 there"))
+    out += probe_checks()
     try:
         import nftables  # noqa: F401
         out.append(Check("libnftables", True, "python3-nftables importable"))
     except ImportError as e:
         out.append(Check("libnftables", False, str(e), "apt-get install python3-nftables"))
+    return out
+
+
+def probe_checks() -> list[Check]:
+    """Which probes will attach, found by compiling and loading them here (through the verifier)
+    exactly as the daemon does; nothing is attached."""
+    out: list[Check] = []
+    try:
+        from .probes import kernel
+        caps = kernel.capabilities()
+    except Exception as e:  # no BTF at all
+        return [Check("probes", False, f"cannot inspect the kernel: {e}")]
+    out.append(Check("tcx links", caps.tcx, "BPF_TCX_INGRESS/EGRESS " + ("in this kernel" if caps.tcx else "missing"),
+                     "" if caps.tcx else "Linux ≥ 6.6 for tcx; the tc probes cannot attach"))
+    out.append(Check("netfilter links", caps.netfilter_link,
+                     "BPF_NETFILTER " + ("in this kernel" if caps.netfilter_link else "missing"),
+                     "" if caps.netfilter_link else "Linux ≥ 6.4 with CONFIG_NETFILTER_BPF_LINK; no forward/NAT hops"))
+    out.append(Check("packet reads at netfilter hooks", caps.read_kernel,
+                     "bpf_probe_read_kernel " + ("allowed" if caps.read_kernel else f"refused (lockdown={caps.lockdown})"),
+                     "" if caps.read_kernel else "netfilter hops are matched by flow hash; tuples come from the tc "
+                     "hops around them; NAT translation counts unavailable"))
+    try:
+        from .probes.loader import Probes
+        p = Probes("doctor")
+        p.load()
+    except Exception as e:
+        return out + [Check("probes", False, f"cannot load: {e}", "apt-get install python3-bpfcc (make setup does)")]
+    what = {"tc": "veth, bridge and uplink devices, ingress and egress (tcx)",
+            "nf": "netfilter hooks around DNAT, FORWARD and SNAT in every lab namespace",
+            "drops": "skb:kfree_skb with the kernel's drop reason"}
+    for name, fam in p.families.items():
+        if fam.ok and not fam.degraded:
+            out.append(Check(f"probe {name}", True, "will attach: " + what[name]))
+        elif fam.ok:
+            out.append(Check(f"probe {name}", None, "will attach, degraded: " + fam.degraded))
+        else:
+            out.append(Check(f"probe {name}", False, "will not attach: " + fam.reason))
+    out.append(Check("kprobes/fentry for probes", None,
+                     "not used: tracepoints, tc and netfilter links cover the lab's path on every kernel we run on"))
+    p.close()
     return out
 
 

@@ -107,6 +107,7 @@ class Desired:
     tables: tuple[NftTable, ...]
     services: tuple[ServiceProc, ...]
     nodes: dict[str, str | None] = field(compare=False, default_factory=dict)  # node -> ns
+    uplink: str = field(compare=False, default="")  # in host mode the admin's, not ours: probed, never touched
 
     def managed_ns(self) -> list[str | None]:
         """Every namespace the lab touches, the host's first."""

@@ -153,6 +153,7 @@ def desired(spec: Spec, mode: str = SANDBOX) -> m.Desired:
         lab=lab, mode=mode, host_ns=host_ns, namespaces=tuple(namespaces), bridges=tuple(bridges),
         veths=tuple(veths), up=tuple(up), addresses=tuple(addrs), routes=tuple(routes),
         sysctls=tuple(sysctls), tables=(table,), services=tuple(services), nodes=nodes,
+        uplink=spec.uplink.name,
     )
 
 

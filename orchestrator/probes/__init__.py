@@ -1,0 +1,1 @@
+"""eBPF probes: capability detection, compilation with bcc, attachment and reading."""

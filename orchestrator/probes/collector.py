@@ -1,0 +1,185 @@
+"""Prometheus families read from the probes' kernel maps at scrape time.
+
+Label sets are bounded by the lab: `node` (its namespaces), `interface` (the lab's own devices),
+`hook` (the points in points.py, tc ingress/egress, and bridge_* for frames br_netfilter shows the
+IP hooks), `direction`, `protocol` (tcp, udp, icmp, other_ip, non_ip; `ipv4` at netfilter hooks),
+`reason` (the kernel's drop reasons), `probe` (tc, nf, drops). No per-flow labels.
+"""
+from __future__ import annotations
+
+import threading
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import points
+from .reasons import reason_names
+
+PROTO = {1: "icmp", 6: "tcp", 17: "udp", 0: "non_ip"}
+IN_HOOKS = {"prerouting", "dnat", "input"}
+
+
+def _sum(v, attr=None):
+    return sum(getattr(x, attr) for x in v) if attr else sum(int(x) for x in v)
+
+
+def nf_hook(point: int, iif: str, oif: str, ports: set[str]) -> tuple[str, str, str]:
+    """(hook label, interface, direction). br_netfilter runs bridged IPv4 frames through the IP
+    hooks with a bridge port as the device, or the bridge as both in and out at FORWARD: those are
+    switched, not routed, and get a bridge_ prefix."""
+    name = points.nf_name(point)
+    dev = iif if name in IN_HOOKS else oif
+    bridged = (iif in ports or oif in ports or (name == "forward" and iif and iif == oif))
+    direction = "in" if name in IN_HOOKS else ("through" if name == "forward" else "out")
+    return ("bridge_" + name if bridged else name), dev or "", direction
+
+
+class ProbeCollector:
+    def __init__(self, probes, ports: set[str]):
+        self.p = probes
+        self.ports = ports          # names of the bridge ports (veth host ends)
+        self.carry: dict = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}}
+        self.lock = threading.Lock()
+
+    def _names(self, cookie: int, ifindex: int) -> tuple[str, str]:
+        node = self.p.known_cookies.get(cookie)
+        if node is None:
+            return "", ""
+        # a device that is not the lab's (a stranger's link in a managed namespace): one bucket
+        return node, (self.p.known_ifnames.get((cookie, ifindex), "other") if ifindex else "")
+
+    def fold(self) -> int:
+        """Move the counts of devices and namespaces that no longer exist (a heal made them anew,
+        with a new ifindex or cookie) out of the kernel maps into `carry`, under the same labels:
+        the maps stay small on a lab healed for months, and no counter ever goes backwards."""
+        live_c, live_i = set(self.p.cookies), set(self.p.ifnames)
+        moved = 0
+        with self.lock:
+            for fam, table, stale in (
+                ("tc", "tc_counts", lambda k: k.cookie not in live_c or (k.cookie, k.ifindex) not in live_i),
+                ("nf", "nf_counts", lambda k: k.cookie not in live_c
+                    or (k.iif and (k.cookie, k.iif) not in live_i) or (k.oif and (k.cookie, k.oif) not in live_i)),
+                ("drops", "drop_counts", lambda k: k.cookie not in live_c),
+                ("nf", "nat_counts", lambda k: k.cookie not in live_c),
+            ):
+                t = self.p.table(fam, table) if (table != "nat_counts" or self.p.read_packet) else None
+                if t is None:
+                    continue
+                gone = [(k, v) for k, v in t.items() if stale(k)]
+                if not gone:
+                    continue
+                part = self._label(fam, table, gone)
+                for name, rows in part.items():
+                    for key, v in rows.items():
+                        self.carry[name][key] = self.carry[name].get(key, 0) + v
+                for k, _ in gone:  # a dead device sends nothing more: reading then deleting loses nothing
+                    try:
+                        del t[k]
+                    except KeyError:
+                        pass
+                moved += len(gone)
+        return moved
+
+    def samples(self) -> dict:
+        """Everything the maps hold plus what was folded out of them, labelled:
+        {family: {labels tuple: value}}."""
+        with self.lock:
+            out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}, "lost": {}}
+            for fam, table in (("tc", "tc_counts"), ("nf", "nf_counts"), ("drops", "drop_counts"), ("nf", "nat_counts")):
+                t = self.p.table(fam, table) if (table != "nat_counts" or self.p.read_packet) else None
+                if t is not None:
+                    for name, rows in self._label(fam, table, t.items()).items():
+                        for key, v in rows.items():
+                            out[name][key] = out[name].get(key, 0) + v
+            for name, rows in self.carry.items():
+                for key, v in rows.items():
+                    out[name][key] = out[name].get(key, 0) + v
+        for fam, table in (("tc", "tc_lost"), ("nf", "nf_lost"), ("drops", "drop_lost")):
+            t = self.p.table(fam, table) if self.p.trace is not None else None
+            out["lost"][(fam,)] = _sum(t[0]) if t is not None else 0
+        return out
+
+    def _label(self, fam: str, table: str, items) -> dict:
+        out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}}
+        if table == "tc_counts":
+            for k, v in items:
+                node, dev = self._names(k.cookie, k.ifindex)
+                if not node:
+                    continue
+                key = (node, dev, "tc_" + points.TC_POINTS[k.dir], points.TC_POINTS[k.dir],
+                       PROTO.get(k.proto, "other_ip"))
+                out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
+                out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
+        elif table == "nf_counts":
+            for k, v in items:
+                node, iif = self._names(k.cookie, k.iif)
+                _, oif = self._names(k.cookie, k.oif)
+                if not node:
+                    continue
+                hook, dev, direction = nf_hook(k.point, iif, oif, self.ports)
+                key = (node, dev, hook, direction, "ipv4")
+                out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
+                out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
+        elif table == "drop_counts":
+            names = reason_names()
+            for k, v in items:
+                node = self.p.known_cookies.get(k.cookie)
+                if node is None:
+                    continue
+                key = (node, points.nf_name(k.point), names.get(k.reason, str(k.reason)))
+                out["drops"][key] = out["drops"].get(key, 0) + _sum(v)
+        elif table == "nat_counts":
+            for k, v in items:
+                node = self.p.known_cookies.get(k.cookie)
+                if node:
+                    key = (node, "destination" if k.kind == 1 else "source")
+                    out["nat"][key] = out["nat"].get(key, 0) + _sum(v)
+        return out
+
+    def collect(self):
+        s = self.samples()
+        labels = ["node", "interface", "hook", "direction", "protocol"]
+        pk = CounterMetricFamily("bridgelab_datapath_packets", "Packets seen by the probes, per hook, node, "
+                                 "interface, direction and protocol", labels=labels)
+        by = CounterMetricFamily("bridgelab_datapath_bytes", "Bytes (skb length) seen by the probes", labels=labels)
+        for key, v in s["packets"].items():
+            pk.add_metric(list(key), v)
+            by.add_metric(list(key), s["bytes"][key])
+        dr = CounterMetricFamily("bridgelab_drops", "Lab packets the kernel dropped, by node, the hook where "
+                                 "the probes saw them last, and the kernel's drop reason",
+                                 labels=["node", "hook", "reason"])
+        for key, v in s["drops"].items():
+            dr.add_metric(list(key), v)
+        out = CounterMetricFamily("bridgelab_drops_outside_lab", "Drops on this machine of packets the "
+                                  "lab's probes never saw (not lab traffic)")
+        t = self.p.table("drops", "drop_unattributed")
+        out.add_metric([], _sum(t[0]) if t is not None else 0)
+        nat = CounterMetricFamily("bridgelab_nat_translations", "Packets whose address or port NAT rewrote, "
+                                  "by node and what was rewritten", labels=["node", "rewrite"])
+        for key, v in s["nat"].items():
+            nat.add_metric(list(key), v)
+        att = GaugeMetricFamily("bridgelab_probe_attached", "1 when the probe family is loaded and attached "
+                                "everywhere it should be", labels=["probe"])
+        deg = GaugeMetricFamily("bridgelab_probe_degraded", "1 when the probe runs with less than it was "
+                                "designed for (see doctor and the logs for why)", labels=["probe"])
+        links = GaugeMetricFamily("bridgelab_probe_links", "BPF links the probe family holds", labels=["probe"])
+        for name, ok in self.p.attached().items():
+            att.add_metric([name], 1 if ok else 0)
+            deg.add_metric([name], 1 if self.p.families[name].degraded else 0)
+        links.add_metric(["tc"], sum(len(a.fds) for a in self.p.tc.values()))
+        links.add_metric(["nf"], sum(len(a.fds) for a in self.p.nf.values()))
+        links.add_metric(["drops"], 1 if self.p.families["drops"].ok else 0)
+        lost = CounterMetricFamily("bridgelab_probe_events_lost", "Trace events the ring buffer had no room "
+                                   "for", labels=["probe"])
+        for (fam,), v in s["lost"].items():
+            lost.add_metric([fam], v)
+        yield from (pk, by, dr, out, nat, att, deg, links, lost)
+        stats = self.p.run_stats()
+        if stats:
+            rt = CounterMetricFamily("bridgelab_probe_run_seconds", "CPU time the kernel spent in the probe "
+                                     "programs (counted while BPF stats are enabled)", labels=["probe"])
+            rc = CounterMetricFamily("bridgelab_probe_runs", "Times the probe programs ran", labels=["probe"])
+            for fam, (ns, cnt) in stats.items():
+                rt.add_metric([fam], ns / 1e9)
+                rc.add_metric([fam], cnt)
+            yield rt
+            yield rc

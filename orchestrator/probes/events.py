@@ -1,0 +1,264 @@
+"""Trace events: decoding what the probes emit, and assembling them into packet paths.
+
+Pure (no kernel): the assembler takes decoded events in time order and yields one Packet per
+packet that went through the lab, hop by hop. A hop the netfilter probes saw without reading
+the packet (lockdown) borrows its tuple from the tc hops around it; where the tuple changes
+across a NAT point, the hop says what was rewritten.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from . import points
+
+K_TC, K_NF, K_DROP = 1, 2, 3
+PROTO = {1: "icmp", 6: "tcp", 17: "udp"}
+
+
+class Tuple(ct.Structure):
+    _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
+                ("proto", ct.c_uint8), ("flags", ct.c_uint8), ("ipid", ct.c_uint16),
+                ("tot_len", ct.c_uint16), ("_tpad", ct.c_uint16)]
+
+
+class Event(ct.Structure):  # struct event in probes/common.h
+    _fields_ = [("ts", ct.c_uint64), ("cookie", ct.c_uint64), ("skb", ct.c_uint64), ("location", ct.c_uint64),
+                ("hash", ct.c_uint32), ("ifindex", ct.c_uint32), ("ifindex2", ct.c_uint32), ("len", ct.c_uint32),
+                ("reason", ct.c_uint32), ("kind", ct.c_uint8), ("point", ct.c_uint8), ("has_tuple", ct.c_uint8),
+                ("_pad", ct.c_uint8), ("t", Tuple)]
+
+
+def ip(a: int) -> str:
+    return socket.inet_ntoa(struct.pack("<I", a))
+
+
+@dataclass
+class Hop:
+    ts: int
+    kind: int
+    node: str
+    interface: str
+    hook: str
+    tuple: dict | None
+    length: int = 0
+    inferred: bool = False     # tuple taken from the tc hops around it, not read here
+    rewrite: str = ""          # "source 172.168.1.11 → 192.168.0.10"
+    reason: str = ""
+    function: str = ""
+    out_interface: str = ""
+
+    def as_dict(self, t0: int, prev: int) -> dict:
+        d = {"ts_ns": self.ts, "t_us": round((self.ts - t0) / 1000, 3), "delta_us": round((self.ts - prev) / 1000, 3),
+             "node": self.node, "interface": self.interface, "hook": self.hook}
+        if self.out_interface:
+            d["out_interface"] = self.out_interface
+        if self.tuple:
+            d["tuple"] = self.tuple
+            if self.inferred:
+                d["tuple_inferred"] = True
+        if self.rewrite:
+            d["rewrite"] = self.rewrite
+        if self.reason:
+            d["drop_reason"] = self.reason
+            d["function"] = self.function
+        return d
+
+
+def tuple_dict(t: Tuple) -> dict:
+    d = {"proto": PROTO.get(t.proto, str(t.proto)), "src": ip(t.saddr), "dst": ip(t.daddr), "ip_id": t.ipid}
+    if t.proto in (6, 17):
+        d["sport"], d["dport"] = t.sport, t.dport
+        if t.proto == 6:
+            d["tcp_flags"] = _flags(t.flags)
+    elif t.proto == 1:
+        d["icmp"] = {0: "echo-reply", 8: "echo-request", 3: "unreachable", 11: "time-exceeded"}.get(t.flags, str(t.flags))
+        if t.flags in (0, 8):
+            d["id"], d["seq"] = t.sport, t.dport
+    return d
+
+
+def _flags(f: int) -> str:
+    return "".join(c for bit, c in ((1, "F"), (2, "S"), (4, "R"), (8, "P"), (16, "."), (32, "U")) if f & bit) or "-"
+
+
+@dataclass
+class Packet:
+    key: tuple
+    hops: list[Hop] = field(default_factory=list)
+    last: int = 0
+
+    def verdict(self) -> str:
+        if any(h.reason for h in self.hops):
+            i, h = next((i, h) for i, h in enumerate(self.hops) if h.reason)
+            if any(x.hook == "input" and x.node == h.node for x in self.hops[:i]):
+                # e.g. an echo reply handed to a raw socket, then freed by ping_rcv as NO_SOCKET
+                return f"delivered to {h.node}'s stack, then dropped: {h.reason} in {h.function}"
+            return f"dropped at {h.node} {h.hook.removeprefix('drop@')}: {h.reason} in {h.function}"
+        last = self.hops[-1]
+        if last.hook in ("input", "bridge_input"):
+            return f"delivered to {last.node}"
+        if last.hook == "tc_ingress":
+            return f"arrived at {last.node} {last.interface}"
+        return f"last seen at {last.node} {last.interface or ''} {last.hook}".replace("  ", " ")
+
+    def path_kind(self, ports: set[str] | None = None) -> str:
+        """forwarded: routed by a node (the FORWARD hook); bridged: switched from one bridge port
+        to another without being routed; local: neither (one node's own traffic)."""
+        hooks = {h.hook for h in self.hops}
+        if "forward" in hooks:
+            return "forwarded"
+        if "bridge_forward" in hooks:
+            return "bridged"
+        seen = {(h.node, h.interface, h.hook) for h in self.hops}
+        if ports and any((n, a, "tc_ingress") in seen and (n, b, "tc_egress") in seen
+                         for (n, a, _h) in seen for b in ports if a in ports and a != b):
+            return "bridged"
+        return "local"
+
+    def as_dict(self) -> dict:
+        t0 = self.hops[0].ts
+        prev, hops = t0, []
+        for h in self.hops:
+            hops.append(h.as_dict(t0, prev))
+            prev = h.ts
+        first = next((h.tuple for h in self.hops if h.tuple), None)
+        return {"tuple": first, "path": self.path_kind(), "verdict": self.verdict(), "hops": hops}
+
+
+class Assembler:
+    """Feed decoded events (any order within a few ms); take finished packets."""
+
+    QUIET_NS = 30_000_000   # a packet with no new hop for this long is finished
+
+    def __init__(self, names, ports: set[str], symbolize=None, reason_names=None):
+        self.names = names            # (cookie, ifindex) -> (node, ifname)
+        self.ports = ports
+        self.symbolize = symbolize or (lambda a: hex(a))
+        self.reasons = reason_names or {}
+        self.open: dict[tuple, Packet] = {}
+        self.by_hash: dict[int, tuple] = {}     # flow hash -> key of its newest packet
+        self.by_skb: dict[int, tuple] = {}
+
+    def feed(self, e: Event) -> None:
+        """Events must come in time order (the trace merges its rings before feeding)."""
+        node, dev = self.names(e.cookie, e.ifindex)
+        t = tuple_dict(e.t) if e.has_tuple else None
+        key = None
+        if e.kind == K_TC:
+            key = (e.t.proto, e.t.ipid, e.t.tot_len)
+            hook = "tc_" + points.TC_POINTS.get(e.point, "?")
+            hop = Hop(e.ts, K_TC, node, dev, hook, t, e.len)
+            if key not in self.open:
+                # hops a netfilter probe saw in this node before it could tell which packet
+                # (no tuple: lockdown) belong to the packet that now shows itself here
+                early = self.open.pop(("early", e.hash, node), None)
+                if early is not None:
+                    self.open[key] = early
+                    early.key = key
+        elif e.kind == K_NF:
+            from .collector import nf_hook
+            _, oif = self.names(e.cookie, e.ifindex2)
+            hook, iface, _dir = nf_hook(e.point, dev, oif, self.ports)
+            hop = Hop(e.ts, K_NF, node, iface, hook, t, e.len, out_interface=oif if hook.endswith("forward") else "")
+            if e.has_tuple:
+                key = (e.t.proto, e.t.ipid, e.t.tot_len)
+            else:
+                cand = self.by_hash.get(e.hash)
+                p = self.open.get(cand) if cand else None
+                # the flow's newest packet, if that packet is in this node right now; otherwise
+                # this is a packet the node is only starting to send
+                key = cand if p is not None and p.hops[-1].node == node else ("early", e.hash, node)
+        else:
+            cand = self.by_skb.get(e.skb)
+            p = self.open.get(cand) if cand else None
+            key = cand if p is not None and e.ts - p.last < 1_000_000 else ("drop", e.skb, e.ts)
+            hop = Hop(e.ts, K_DROP, node, dev, "drop@" + points.nf_name(e.point), None,
+                      reason=self.reasons.get(e.reason, str(e.reason)), function=self.symbolize(e.location))
+        pk = self.open.get(key)
+        if pk is None:
+            pk = self.open[key] = Packet(key)
+        pk.hops.append(hop)
+        pk.last = max(pk.last, e.ts)
+        if e.hash and e.kind == K_TC:
+            self.by_hash[e.hash] = key
+        if e.skb:
+            self.by_skb[e.skb] = key
+
+    def finished(self, now_ns: int | None, everything: bool = False) -> list[Packet]:
+        done = [k for k, p in self.open.items() if everything or (now_ns is not None and now_ns - p.last > self.QUIET_NS)]
+        out = []
+        for k in done:
+            p = self.open.pop(k)
+            if k[0] == "early":
+                continue  # never claimed by a packet we could name: nothing to show
+            p.hops.sort(key=lambda h: h.ts)
+            _fill(p)
+            out.append(p)
+        for h, k in list(self.by_hash.items()):
+            if k in done:
+                del self.by_hash[h]
+        for s, k in list(self.by_skb.items()):
+            if k in done:
+                del self.by_skb[s]
+        out.sort(key=lambda p: p.hops[0].ts)
+        return out
+
+
+_NAT_AFTER = {"dnat", "output_dnat", "snat"}
+
+
+def _fill(p: Packet) -> None:
+    """Hops without a tuple take the one before them, and a NAT point the one after it when that
+    differs (the rewrite happened there); say what changed."""
+    prev = None
+    for i, h in enumerate(p.hops):
+        if h.tuple is None and h.kind != K_DROP:
+            nxt = next((x.tuple for x in p.hops[i + 1:] if x.tuple and not x.inferred), None)
+            h.tuple = (nxt if h.hook.removeprefix("bridge_") in _NAT_AFTER and nxt else prev) or nxt
+            h.inferred = h.tuple is not None
+        if h.tuple and prev and h.kind != K_DROP:
+            ch = []
+            if (prev["src"], prev.get("sport")) != (h.tuple["src"], h.tuple.get("sport")):
+                ch.append(f"source {_ep(prev, 'src', 'sport')} → {_ep(h.tuple, 'src', 'sport')}")
+            if (prev["dst"], prev.get("dport")) != (h.tuple["dst"], h.tuple.get("dport")):
+                ch.append(f"destination {_ep(prev, 'dst', 'dport')} → {_ep(h.tuple, 'dst', 'dport')}")
+            h.rewrite = "; ".join(ch)
+        if h.tuple:
+            prev = h.tuple
+
+
+def _ep(t: dict, a: str, p: str) -> str:
+    return f"{t[a]}:{t[p]}" if t.get(p) is not None else t[a]
+
+
+def render(p: Packet, n: int) -> str:
+    d = p.as_dict()
+    t = d["tuple"] or {}
+    head = f"#{n} {t.get('proto', '?')} {_ep(t, 'src', 'sport')} → {_ep(t, 'dst', 'dport')}" if t else f"#{n}"
+    if t.get("icmp"):
+        head += f" {t['icmp']}" + (f" id {t['id']} seq {t['seq']}" if "id" in t else "")
+    if t.get("tcp_flags"):
+        head += f" [{t['tcp_flags']}]"
+    lines = [f"{head}   ({d['path']}; {d['verdict']})"]
+    for h in d["hops"]:
+        where = f"{h['node']:<11} {h.get('interface') or '-':<10} {h['hook']:<20}"
+        extra = ""
+        if h.get("out_interface"):
+            extra += f" → {h['out_interface']}"
+        if h.get("rewrite"):
+            extra += f"  {h['rewrite']}" + (" (seen at the next hop)" if h.get("tuple_inferred") else "")
+        if h.get("drop_reason"):
+            extra += f"  DROP {h['drop_reason']} in {h['function']}"
+        lines.append(f"  {h['t_us']:>10.3f} µs  +{h['delta_us']:<9.3f} {where}{extra}")
+    return "\n".join(lines)
+
+
+def parse_net(text: str) -> tuple[int, int]:
+    """'172.168.1.11' or '172.168.1.0/24' -> (net, mask) as the packet holds them (little-endian u32)."""
+    net = ipaddress.IPv4Network(text, strict=False)
+    to = lambda a: struct.unpack("<I", a.packed)[0]  # noqa: E731
+    return to(net.network_address), to(net.netmask)

@@ -1,0 +1,80 @@
+"""BPF links made with the raw bpf(2) syscall: tcx (tc without qdiscs or filters) and netfilter.
+
+Links are held by file descriptor only, never pinned: when the daemon exits, however it exits
+(kill -9 included), the kernel detaches every program. Nothing of ours can outlive us in a
+qdisc, a filter or bpffs.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+
+from .. import netns
+from . import btf
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_BPF = 321            # x86_64
+_BPF_LINK_CREATE = 28
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
+SO_NETNS_COOKIE = 71
+NFPROTO_IPV4 = 2
+
+
+def _bpf(cmd: int, attr: bytes) -> int:
+    buf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    fd = _libc.syscall(_SYS_BPF, cmd, buf, 128)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def attach_type(name: str) -> int:
+    """The kernel's own value for BPF_TCX_INGRESS and friends (from its BTF, not a header)."""
+    try:
+        return btf.kernel().enum("bpf_attach_type")[name]
+    except KeyError:
+        raise OSError(95, f"this kernel has no {name}") from None
+
+
+def tcx(prog_fd: int, ns: str | None, ifindex: int, egress: bool) -> int:
+    """Attach a SCHED_CLS program to IFINDEX in NS; the device is looked up in the caller
+    thread's namespace, so we enter NS for the call."""
+    at = attach_type("BPF_TCX_EGRESS" if egress else "BPF_TCX_INGRESS")
+    with netns.entered(ns):
+        return _bpf(_BPF_LINK_CREATE, struct.pack("<IIII", prog_fd, ifindex, at, 0))
+
+
+def netfilter(prog_fd: int, ns: str | None, hook: int, priority: int) -> int:
+    at = attach_type("BPF_NETFILTER")
+    with netns.entered(ns):
+        return _bpf(_BPF_LINK_CREATE, struct.pack("<IIIIIIiI", prog_fd, 0, at, 0, NFPROTO_IPV4, hook, priority, 0))
+
+
+def netns_cookie(ns: str | None) -> int:
+    """The cookie bpf_get_netns_cookie() and net->net_cookie give inside NS."""
+    with netns.entered(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    finally:
+        s.close()
+
+
+def enable_run_stats() -> int:
+    """An fd that keeps the kernel counting run_time_ns/run_cnt of every program while open
+    (the syscall, not the kernel.bpf_stats_enabled sysctl: nothing global to restore)."""
+    return _bpf(_BPF_ENABLE_STATS, struct.pack("<I", _BPF_STATS_RUN_TIME))
+
+
+def prog_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program, from BPF_OBJ_GET_INFO_BY_FD."""
+    info = ctypes.create_string_buffer(256)
+    attr = struct.pack("<IIQ", prog_fd, 256, ctypes.addressof(info))
+    _bpf(15, attr)  # BPF_OBJ_GET_INFO_BY_FD
+    b = btf.kernel()
+    return (struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_time_ns")[0])[0],
+            struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_cnt")[0])[0])

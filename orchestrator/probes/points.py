@@ -1,0 +1,40 @@
+"""Where the probes sit, and the names the metrics and the trace give those places.
+
+Netfilter hooks (IPv4) and priorities: conntrack at -200, DNAT at -100 (PREROUTING, OUTPUT), the
+filter table at 0, SNAT/MASQUERADE at 100 (POSTROUTING, INPUT). A probe on each side of a NAT
+priority sees the packet before and after the rewrite. The numbers are the program names'
+suffixes in probes/nf_hooks.c (nf_pN) and the `point` field of its events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRE, INPUT, FORWARD, OUTPUT, POST = range(5)
+
+
+@dataclass(frozen=True)
+class NfPoint:
+    id: int
+    name: str        # the `hook` label value
+    hook: int
+    priority: int
+    why: str
+
+
+NF_POINTS = (
+    NfPoint(1, "prerouting", PRE, -101, "arriving, before DNAT (conntrack has seen it)"),
+    NfPoint(2, "dnat", PRE, -99, "arriving, after DNAT: the destination a published port rewrote"),
+    NfPoint(0, "forward", FORWARD, -1, "routed through, just before the filter table: the output device is chosen"),
+    NfPoint(3, "input", INPUT, 101, "delivered to this node's own stack"),
+    NfPoint(5, "output", OUTPUT, -101, "sent by this node, before local DNAT"),
+    NfPoint(6, "output_dnat", OUTPUT, -99, "sent by this node, after local DNAT (host → its own published port)"),
+    NfPoint(7, "postrouting", POST, 99, "leaving, before SNAT/MASQUERADE"),
+    NfPoint(8, "snat", POST, 101, "leaving, after SNAT/MASQUERADE: the source the upstream sees"),
+)
+BY_ID = {p.id: p for p in NF_POINTS}
+TC_POINTS = {0: "ingress", 1: "egress"}
+
+
+def nf_name(point: int) -> str:
+    p = BY_ID.get(point)
+    return p.name if p else f"point{point}"

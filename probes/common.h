@@ -1,0 +1,66 @@
+/* Shared by every probe family. Kernel struct layouts never come from a headers tree: the
+ * offsets used with LD() are -D macros computed from the running kernel's BTF
+ * (orchestrator/probes/btf.py). Only uapi headers are included. */
+#ifndef BRIDGELAB_COMMON_H
+#define BRIDGELAB_COMMON_H
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/icmp.h>
+
+/* a load through a BTF pointer the verifier tracks (PTR_TO_BTF_ID): no probe_read needed,
+ * so it works under lockdown=confidentiality */
+#define LD(T, p, off) (*(T *)((char *)(p) + (off)))
+
+enum kind { K_TC = 1, K_NF = 2, K_DROP = 3 };
+
+struct tuple {
+    u32 saddr, daddr;
+    u16 sport, dport;   /* icmp: echo id, seq */
+    u8 proto, flags;    /* tcp flags or icmp type */
+    u16 ipid, tot_len;  /* with the protocol, what tells one packet from another along its path */
+};
+
+struct event {
+    u64 ts, cookie, skb, location;
+    u32 hash, ifindex, ifindex2, len, reason;
+    u8 kind, point, has_tuple, _pad;
+    struct tuple t;
+};
+
+struct counter { u64 packets, bytes; };
+
+/* what the drop probe needs to attribute a freed skb: where we saw it last. Kept in a
+ * direct-mapped array indexed by the skb's address (the address is the tag): a plain store per
+ * hop, where an LRU hash update would cost several times more on every packet. A collision only
+ * costs the attribution of one drop, which is then counted as unattributed. */
+struct seen {
+    u64 addr, ts, cookie;
+    u32 ifindex, hash;
+    u8 point, traced, _pad[6];
+};
+/* tracepoint programs may not use the coarse clock: one clock for both sides of a comparison */
+#define NOW() bpf_ktime_get_ns()
+#define SLOTS 65536
+#define SLOT(a) ((u32)(((a) >> 8) ^ ((a) >> 24)) & (SLOTS - 1))
+
+
+#ifdef TRACE
+/* the trace's filter, compiled in (-D F_*): protocol, one host or net, one port */
+static __always_inline int filter_match(struct tuple *t) {
+#if F_PROTO
+    if (t->proto != F_PROTO) return 0;
+#endif
+#if F_NET_MASK
+    if ((t->saddr & F_NET_MASK) != F_NET && (t->daddr & F_NET_MASK) != F_NET) return 0;
+#endif
+#if F_PORT
+    if (t->proto != IPPROTO_ICMP && t->sport != F_PORT && t->dport != F_PORT) return 0;
+#endif
+    return 1;
+}
+#endif
+#endif /* BRIDGELAB_COMMON_H */

@@ -1,0 +1,57 @@
+/* drops: skb:kfree_skb, with the kernel's own reason code; attributed to the lab node and hook
+ * where the netfilter probes saw the skb last (no entry: not lab traffic, not counted by node).
+ * The tracepoint's fields come from its tracefs format at compile time. */
+#include "common.h"
+
+/* the tracepoint's format names this enum; its values come from the running kernel (BTF and the
+ * format's print fmt), so a complete placeholder of the right size is all the compiler needs */
+enum skb_drop_reason { BRIDGELAB_REASON_PLACEHOLDER = 0 };
+
+struct drop_key {
+    u64 cookie;
+    u32 reason;
+    u8 point, _pad[3];
+};
+
+BPF_PERCPU_HASH(drop_counts, struct drop_key, u64, 4096);
+BPF_PERCPU_ARRAY(drop_unattributed, u64, 1);
+#ifdef TRACE
+BPF_RINGBUF_OUTPUT(drop_events, RING_PAGES);
+BPF_PERCPU_ARRAY(drop_lost, u64, 1);
+#endif
+
+TRACEPOINT_PROBE(skb, kfree_skb) {
+    u32 reason = args->reason;
+    if (reason <= SKB_CONSUMED_MAX) return 0;    /* not a drop */
+    u64 addr = (u64)args->skbaddr;
+#ifdef HAVE_NF
+    u32 slot = SLOT(addr);
+    struct seen *s = last_seen.lookup(&slot);
+    u64 now = NOW();
+    if (!s || s->addr != addr || now - s->ts > ATTRIBUTION_NS) {
+        u32 z = 0; u64 *u = drop_unattributed.lookup(&z);
+        if (u) (*u)++;
+        return 0;
+    }
+    struct drop_key k = {.cookie = s->cookie, .reason = reason, .point = s->point};
+    u64 z = 0, *n = drop_counts.lookup_or_try_init(&k, &z);
+    if (n) (*n)++;
+#ifdef TRACE
+    if (s->traced) {
+        struct event *e = drop_events.ringbuf_reserve(sizeof(struct event));
+        if (!e) { { u32 z0 = 0; u64 *l0 = drop_lost.lookup(&z0); if (l0) (*l0)++; }; }
+        else {
+            __builtin_memset(e, 0, sizeof(*e));
+            e->ts = now; e->cookie = s->cookie; e->skb = addr; e->hash = s->hash; e->ifindex = s->ifindex;
+            e->kind = K_DROP; e->point = s->point; e->reason = reason; e->location = (u64)args->location;
+            drop_events.ringbuf_submit(e, 0);
+        }
+    }
+#endif
+    s->addr = 0;
+#else
+    u32 z = 0; u64 *u = drop_unattributed.lookup(&z);
+    if (u) (*u)++;
+#endif
+    return 0;
+}

@@ -1,0 +1,127 @@
+/* forward and NAT: BPF_PROG_TYPE_NETFILTER programs attached with netfilter links at chosen
+ * hooks and priorities (just before and just after DNAT at -100 and SNAT at 100, FORWARD before
+ * the filter table). Everything is read through the context's BTF pointers at offsets from the
+ * running kernel's BTF; the packet itself only with READ_PACKET (lockdown below
+ * confidentiality), otherwise hops are matched by the skb's flow hash the tc probes set. */
+#include "common.h"
+
+struct nf_ctx { void *state; void *skb; };   /* struct bpf_nf_ctx: two pointers, uapi-stable */
+
+struct nf_key {
+    u64 cookie;
+    u32 iif, oif;     /* bridged frames seen by br_netfilter come in and go out the bridge */
+    u8 point, _pad[7];
+};
+
+BPF_PERCPU_HASH(nf_counts, struct nf_key, struct counter, 16384);
+BPF_ARRAY(last_seen, struct seen, SLOTS);
+BPF_PERCPU_ARRAY(scratch, u64, 1);   /* read by drops.c (same compile unit) */
+
+#ifdef READ_PACKET
+struct nat_key { u64 cookie; u8 kind, _pad[7]; };       /* kind 1 DNAT, 2 SNAT */
+BPF_PERCPU_HASH(nat_counts, struct nat_key, u64, 1024);
+struct nat_slot { u64 addr; struct tuple t; };
+BPF_ARRAY(before_nat, struct nat_slot, SLOTS);    /* direct-mapped like last_seen */
+
+static __always_inline int read_tuple(void *skb, struct tuple *t) {
+    unsigned char *head = LD(unsigned char *, skb, SKB_HEAD);
+    u16 nh = LD(u16, skb, SKB_NETWORK_HEADER);
+    struct iphdr ip;
+    if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh)) return 0;
+    if (ip.version != 4) return 0;
+    t->saddr = ip.saddr; t->daddr = ip.daddr; t->proto = ip.protocol; t->ipid = ntohs(ip.id); t->tot_len = ntohs(ip.tot_len);
+    unsigned char *l4 = head + nh + ip.ihl * 4;
+    u8 b[14] = {};
+    if (bpf_probe_read_kernel(b, sizeof(b), l4)) return 1;
+    if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+        t->sport = (b[0] << 8) | b[1]; t->dport = (b[2] << 8) | b[3];
+        if (ip.protocol == IPPROTO_TCP) t->flags = b[13];
+    } else if (ip.protocol == IPPROTO_ICMP) {
+        t->flags = b[0]; t->sport = (b[4] << 8) | b[5]; t->dport = (b[6] << 8) | b[7];
+    }
+    return 1;
+}
+#endif
+
+#ifdef TRACE
+#ifndef HAVE_TC   /* compiled alone: match on tuples read here, if we may read */
+BPF_TABLE("lru_hash", u32, u8, flows, 65536);
+BPF_TABLE("lru_hash", struct tuple, u8, want, 65536);
+#endif
+BPF_RINGBUF_OUTPUT(nf_events, RING_PAGES);
+BPF_PERCPU_ARRAY(nf_lost, u64, 1);
+#endif
+
+static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
+    void *skb = ctx->skb, *state = ctx->state;
+    void *net = LD(void *, state, ST_NET);
+    void *in = LD(void *, state, ST_IN), *out = LD(void *, state, ST_OUT);
+    u8 hook = LD(u8, state, ST_HOOK);
+    u64 cookie = net ? LD(u64, net, NET_COOKIE) : 0;
+    u32 iif = in ? LD(u32, in, DEV_IFINDEX) : 0, oif = out ? LD(u32, out, DEV_IFINDEX) : 0;
+    u32 len = LD(u32, skb, SKB_LEN), hash = LD(u32, skb, SKB_HASH);
+    /* the interface a reader expects: where it came in before routing, where it goes after */
+    struct nf_key k = {.cookie = cookie, .iif = iif, .oif = oif, .point = pt};
+    struct counter zero = {}, *c = nf_counts.lookup_or_try_init(&k, &zero);
+    if (c) { c->packets++; c->bytes += len; }
+    /* the verifier forbids arithmetic on the skb pointer; a round trip through a map value turns
+     * it into the plain number the drop tracepoint also sees (skbaddr) */
+    u32 z0 = 0;
+    u64 *scr = scratch.lookup(&z0);
+    if (!scr) return 1;
+    *scr = (u64)skb;
+    u64 addr = *(volatile u64 *)scr;
+    u32 slot = SLOT(addr);
+    struct seen s = {.addr = addr, .ts = NOW(), .cookie = cookie, .ifindex = (hook == 0 || hook == 1) ? iif : oif, .hash = hash, .point = pt};
+#ifdef TRACE
+    s.traced = hash && flows.lookup(&hash);
+#endif
+#if defined(READ_PACKET)
+    struct tuple t = {};
+    int has = 0;
+#ifndef TRACE
+    if (nat_edge)   /* counting needs the tuple only around NAT */
+#endif
+        has = read_tuple(skb, &t);
+    struct nat_slot *ns = has && nat_edge ? before_nat.lookup(&slot) : 0;
+    if (ns && nat_edge == 1) {
+        ns->addr = addr; ns->t = t;
+    } else if (ns && nat_edge == 2 && ns->addr == addr) {
+        struct tuple *b = &ns->t;
+        if (b->saddr != t.saddr || b->daddr != t.daddr || b->sport != t.sport || b->dport != t.dport) {
+            struct nat_key nk = {.cookie = cookie, .kind = (b->daddr != t.daddr || b->dport != t.dport) ? 1 : 2};
+            u64 z = 0, *n = nat_counts.lookup_or_try_init(&nk, &z);
+            if (n) (*n)++;
+        }
+        ns->addr = 0;
+    }
+#ifdef TRACE
+    if (!s.traced && has) {
+        struct tuple key = t;
+        key.flags = 0; key.ipid = 0; key.tot_len = 0;
+        if (key.proto == IPPROTO_ICMP) key.dport = 0;
+        s.traced = want.lookup(&key) != 0 || filter_match(&t);
+    }
+#endif
+#endif
+    struct seen *sp = last_seen.lookup(&slot);
+    if (sp) *sp = s;
+#ifdef TRACE
+    if (!s.traced) return 1;
+    struct event *e = nf_events.ringbuf_reserve(sizeof(struct event));
+    if (!e) { { u32 z0 = 0; u64 *l0 = nf_lost.lookup(&z0); if (l0) (*l0)++; }; return 1; }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts = s.ts; e->cookie = cookie; e->skb = addr; e->hash = hash; e->ifindex = iif; e->ifindex2 = oif;
+    e->len = len; e->kind = K_NF; e->point = pt;
+#ifdef READ_PACKET
+    e->has_tuple = has; e->t = t;
+#endif
+    nf_events.ringbuf_submit(e, 0);
+#endif
+    return 1;   /* NF_ACCEPT: observe only */
+}
+
+/* one function per attachment point (the context does not say the priority); the table of
+ * points is orchestrator/probes/points.py */
+#define POINT(n, edge) int nf_p##n(struct nf_ctx *ctx) { return nf_point(ctx, n, edge); }
+POINT(0, 0) POINT(1, 1) POINT(2, 2) POINT(3, 0) POINT(5, 1) POINT(6, 2) POINT(7, 1) POINT(8, 2)
