@@ -208,7 +208,15 @@ class Daemon:
         self.probe_collector = None
         self._sync_probes()
         ports = {e.name for v in self.d.veths for e in (v.a, v.b) if e.master}
-        self.probe_collector = ProbeCollector(p, ports)
+        macs = {}
+        for v in self.d.veths:
+            for e in (v.a, v.b):
+                if e.mac:
+                    macs[e.mac.lower()] = ({ns: n for n, ns in self.d.nodes.items()}.get(e.ns, "host"), e.name)
+        for b in self.d.bridges:
+            if b.mac:
+                macs[b.mac.lower()] = ({ns: n for n, ns in self.d.nodes.items()}.get(b.ns, "host"), b.name)
+        self.probe_collector = ProbeCollector(p, ports, macs)
         self.metrics.registry.register(self.probe_collector)
         if self.opts.bpf_stats:
             from .probes import links

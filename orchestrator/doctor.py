@@ -142,7 +142,8 @@ def probe_checks() -> list[Check]:
         return out + [Check("probes", False, f"cannot load: {e}", "apt-get install python3-bpfcc (make setup does)")]
     what = {"tc": "veth, bridge and uplink devices, ingress and egress (tcx)",
             "nf": "netfilter hooks around DNAT, FORWARD and SNAT in every lab namespace",
-            "drops": "skb:kfree_skb with the kernel's drop reason"}
+            "drops": "skb:kfree_skb with the kernel's drop reason",
+            "fdb": "bridge:br_fdb_update (FDB learning)"}
     for name, fam in p.families.items():
         if fam.ok and not fam.degraded:
             out.append(Check(f"probe {name}", True, "will attach: " + what[name]))

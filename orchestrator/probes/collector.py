@@ -34,9 +34,10 @@ def nf_hook(point: int, iif: str, oif: str, ports: set[str]) -> tuple[str, str, 
 
 
 class ProbeCollector:
-    def __init__(self, probes, ports: set[str]):
+    def __init__(self, probes, ports: set[str], macs: dict[str, tuple[str, str]] | None = None):
         self.p = probes
         self.ports = ports          # names of the bridge ports (veth host ends)
+        self.macs = macs or {}      # "aa:bb:..." -> (node, interface), the lab's own MACs
         self.carry: dict = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}}
         self.lock = threading.Lock()
 
@@ -168,11 +169,24 @@ class ProbeCollector:
         links.add_metric(["tc"], sum(len(a.fds) for a in self.p.tc.values()))
         links.add_metric(["nf"], sum(len(a.fds) for a in self.p.nf.values()))
         links.add_metric(["drops"], 1 if self.p.families["drops"].ok else 0)
+        links.add_metric(["fdb"], 1 if self.p.families["fdb"].ok else 0)
         lost = CounterMetricFamily("bridgelab_probe_events_lost", "Trace events the ring buffer had no room "
                                    "for", labels=["probe"])
         for (fam,), v in s["lost"].items():
             lost.add_metric([fam], v)
-        yield from (pk, by, dr, out, nat, att, deg, links, lost)
+        fdb = CounterMetricFamily("bridgelab_bridge_fdb_learned", "Bridge FDB learning events (a new source MAC, "
+                                  "or one moving port), by the lab node and interface owning the MAC; "
+                                  "MACs not of the lab are node=\"other\"", labels=["node", "interface"])
+        t = self.p.table("fdb", "fdb_learned")
+        if t is not None:
+            agg: dict = {}
+            for k, v in t.items():
+                mac = ":".join(f"{b:02x}" for b in k.addr)
+                key = self.macs.get(mac, ("other", ""))
+                agg[key] = agg.get(key, 0) + v.value
+            for key, v in agg.items():
+                fdb.add_metric(list(key), v)
+        yield from (pk, by, dr, out, nat, att, deg, links, lost, fdb)
         stats = self.p.run_stats()
         if stats:
             rt = CounterMetricFamily("bridgelab_probe_run_seconds", "CPU time the kernel spent in the probe "

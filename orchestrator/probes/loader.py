@@ -22,11 +22,11 @@ log = logs.get("bridgelab.probes")
 
 PROBE_DIR = os.environ.get("BRIDGELAB_PROBE_DIR") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "probes")
-FAMILIES = ("tc", "nf", "drops")
+FAMILIES = ("tc", "nf", "drops", "fdb")
 SCENERY = ("lan", "gateway", "client", "internet")
 CONTAINER_POINTS = ("prerouting", "output")
 _PLACEHOLDER = 0x626C6E73636F6F6B  # "blnscook", NS_COOKIE in tc_points.c
-SOURCES = {"tc": "tc_points.c", "nf": "nf_hooks.c", "drops": "drops.c"}
+SOURCES = {"tc": "tc_points.c", "nf": "nf_hooks.c", "drops": "drops.c", "fdb": "bridge_fdb.c"}
 
 
 @dataclass
@@ -127,6 +127,7 @@ class Probes:
             "tc": [("tc_ingress", BPF.SCHED_CLS, -1), ("tc_egress", BPF.SCHED_CLS, -1)],
             "nf": [(f"nf_p{p.id}", 32, at_nf) for p in NF_POINTS],       # BPF_PROG_TYPE_NETFILTER
             "drops": [],                                                  # TRACEPOINT_PROBE attaches itself
+            "fdb": [],
         }
         avail = []
         for name in FAMILIES:
@@ -138,6 +139,8 @@ class Probes:
             elif name == "drops" and not os.path.isdir(f"{kernel.TRACEFS}/events/skb/kfree_skb"):
                 fam.reason = ("tracepoint skb:kfree_skb not found: tracefs not mounted at "
                               f"{kernel.TRACEFS} (make setup mounts it) or not in this kernel")
+            elif name == "fdb" and not os.path.isdir(f"{kernel.TRACEFS}/events/bridge/br_fdb_update"):
+                fam.reason = f"tracepoint bridge:br_fdb_update not found under {kernel.TRACEFS}"
             else:
                 avail.append(name)
         read_error = ""

@@ -206,6 +206,13 @@ def test_counters_equal_tcpdump_and_drops_counted(lab, start_daemon):  # noqa: F
         src = _metric(after, "bridgelab_nat_translations_total", node="host", rewrite="source") \
             - _metric(before, "bridgelab_nat_translations_total", node="host", rewrite="source")
         assert src == fwd_out  # every packet leaving by the uplink had its source rewritten
+    # FDB learning: forget container1's MAC on br0, and the next frame from it is learned again
+    mac = json.loads(lab.x("container1", "ip -j link show eth1").stdout)[0]["address"]
+    learned = _metric(d.metrics(), "bridgelab_bridge_fdb_learned_total", node="container1", interface="eth1")
+    lab.x("host", f"bridge fdb del {mac} dev veth1 master")
+    assert lab.ping("container1", "172.168.1.12")
+    assert wait_for(lambda: _metric(d.metrics(), "bridgelab_bridge_fdb_learned_total", node="container1",
+                                    interface="eth1") > learned, timeout=5)
     # a drop rule of the test's own: each dropped echo request is counted with reason and hook
     lab.x("host", "nft -f - <<'EOF'\ntable inet bltest_drop {\n chain c {\n  type filter hook forward priority 0;\n"
                   "  ip daddr 192.168.0.2 icmp type echo-request drop\n }\n}\nEOF")
