@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit bench clean
+.PHONY: setup run test unit bench clean install
 
 setup:
 	@./scripts/setup.sh
@@ -25,3 +25,12 @@ bench: setup
 clean:
 	-$(VENV)/bin/bridgelab down
 	rm -rf $(VENV)
+
+# Host mode as a service: the unit, an environment file and (if absent) a topology to edit.
+install: setup
+	sed 's|@PREFIX@|$(CURDIR)|g' systemd/bridgelab.service.in > /etc/systemd/system/bridgelab.service
+	install -d -m 0755 /etc/bridgelab
+	[ -e /etc/bridgelab/topology.yaml ] || install -m 0644 examples/seed.yaml /etc/bridgelab/topology.yaml
+	[ -e /etc/bridgelab/bridgelab.env ] || install -m 0644 systemd/bridgelab.env /etc/bridgelab/bridgelab.env
+	systemctl daemon-reload
+	@echo "edit /etc/bridgelab/topology.yaml (uplink!), then: systemctl enable --now bridgelab"

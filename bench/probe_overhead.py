@@ -98,6 +98,7 @@ def cost_per_run(lab, d, seconds) -> dict:
     p.load()
     p.sync(d)
     fd = links.enable_run_stats()
+    p.stats_enabled = True
     try:
         before = p.run_stats()
         iperf(lab, seconds)

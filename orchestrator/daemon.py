@@ -21,6 +21,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import structlog
+
 from . import logs, netns, plan
 from .adapters import services, sysctl
 from .metrics import KIND, KINDS, Metrics
@@ -54,6 +56,7 @@ class Options:
     flap_heals: int = 5  # heals of one resource within FLAP_WINDOW that make it "flapping"
     probes: bool = True
     bpf_stats: bool = False  # count probe run time (a kernel-wide switch, held while we run)
+    drop_log_interval: float = 2.0
 
 
 class Daemon:
@@ -71,6 +74,7 @@ class Daemon:
         self._dirty_ns: set | None = set()  # namespaces to dump afresh; None: all of them
         self._lost = False
         self.passes = 0
+        self._queued = 0
         self.metrics_port: int | None = None
         self.probes = None
         self._probe_task: asyncio.Task | None = None
@@ -88,6 +92,8 @@ class Daemon:
             self._dirty_ns.add(ns)
         if self._first_ring is None:
             self._first_ring = time.monotonic()
+        self._queued += 1
+        self.metrics.queue_depth.set(self._queued)
         if len(self._causes) < 8:
             self._causes.append(f"{ns or 'host'}: {cause}" if ns is not None or cause else cause)
         self._lost |= lost
@@ -222,6 +228,7 @@ class Daemon:
             from .probes import links
             try:
                 self._stats_fd = links.enable_run_stats()
+                p.stats_enabled = True
             except OSError as e:
                 log.warning("bpf stats unavailable", error=str(e))
         for name, fam in p.families.items():
@@ -269,6 +276,8 @@ class Daemon:
             first, self._first_ring = self._first_ring, None
             causes, self._causes = self._causes, []
             only, self._dirty_ns = self._dirty_ns, set()
+            self._queued = 0
+            self.metrics.queue_depth.set(0)
             if self._lost:
                 self._lost = False
                 self.metrics.resyncs.labels("lost_events").inc()
@@ -326,6 +335,29 @@ class Daemon:
             self.metrics.resyncs.labels("periodic").inc()
             self.ring("periodic resync")
 
+    async def lag_monitor(self) -> None:
+        """The loop's own health: how late a 100 ms sleep wakes up."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.1)
+            self.metrics.loop_lag.observe(max(0.0, time.monotonic() - t - 0.1))
+
+    async def drop_reporter(self) -> None:
+        """A `drops` log event when the probes count new drops of lab packets, per node, hook and
+        reason (the journal is where a user looks when a dashboard shows drops)."""
+        prev: dict = {}
+        while True:
+            await asyncio.sleep(self.opts.drop_log_interval)
+            col = getattr(self, "probe_collector", None)
+            if col is None:
+                continue
+            drops = (await asyncio.to_thread(col.samples))["drops"]
+            for (node, hook, reason), total in sorted(drops.items()):
+                new = total - prev.get((node, hook, reason), 0)
+                if new > 0:
+                    log.warning("drops", node=node, hook=hook, reason=reason, count=new, total=total)
+                prev[(node, hook, reason)] = total
+
     async def watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
         while interval:
@@ -336,6 +368,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        structlog.contextvars.bind_contextvars(lab=self.d.lab)  # on every log line of this daemon
         stop: asyncio.Future = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
@@ -357,7 +390,8 @@ class Daemon:
         self.notifier.notify("READY=1", f"STATUS=lab {self.d.lab}: {len(res.actions)} changes at start")
         tasks = {name: asyncio.create_task(coro, name=f"bridgelab-{name}") for name, coro in (
             ("worker", self.worker()), ("poller", self.poller()),
-            ("resync", self.resyncer()), ("watchdog", self.watchdog()))}
+            ("resync", self.resyncer()), ("watchdog", self.watchdog()), ("lag", self.lag_monitor()),
+            ("drops", self.drop_reporter()))}
         if self.opts.probes:
             self._probe_task = asyncio.create_task(self.start_probes(), name="bridgelab-probes")
         crashed = asyncio.ensure_future(asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION))

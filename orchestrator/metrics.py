@@ -50,6 +50,12 @@ class Metrics:
                              registry=r)
         self.unsolicited = Counter("bridgelab_netlink_unsolicited_messages_total",
                                    "Netlink replies no request claimed, dropped (should stay 0)", registry=r)
+        self.loop_lag = Histogram(
+            "bridgelab_event_loop_lag_seconds", "How late the daemon's event loop ran a 100 ms timer "
+            "(a blocked loop delays healing)", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r)
+        self.queue_depth = Gauge("bridgelab_reconcile_queue_depth",
+                                 "Doorbell rings waiting for the next reconcile pass", registry=r)
         self.passes = Counter("bridgelab_reconcile_passes_total", "Reconcile passes by result",
                               ["result"], registry=r)
         for k in KINDS:

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PKGS=(python3 python3-venv python3-bpfcc python3-nftables bpftool nftables iptables conntrack
-          tcpdump iputils-ping iproute2 iperf3 curl procps linux-headers-amd64)
+          tcpdump iputils-ping iproute2 iperf3 curl procps linux-headers-amd64 prometheus)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -13,7 +13,14 @@ done
 if ((${#missing[@]})); then
   echo "setup: apt-get install ${missing[*]}"
   apt-get update -qq
+  # prometheus is for the tests' own throwaway server: its Debian service must not start (or
+  # listen on :9090) because we installed it; policy-rc.d says so to invoke-rc.d, then goes
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 # The venv uses Debian's python3, the one python3-bpfcc and python3-nftables are built for.

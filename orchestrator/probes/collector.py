@@ -7,15 +7,43 @@ IP hooks), `direction`, `protocol` (tcp, udp, icmp, other_ip, non_ip; `ipv4` at 
 """
 from __future__ import annotations
 
+import struct
 import threading
+from types import SimpleNamespace
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import points
+from . import links, points
 from .reasons import reason_names
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 0: "non_ip"}
 IN_HOOKS = {"prerouting", "dnat", "input"}
+
+
+# key and value layouts of the maps read at scrape (probes/*.c)
+LAYOUTS = {
+    "tc_counts": ("<QIBB2x", ("cookie", "ifindex", "dir", "proto"), "<QQ", ("packets", "bytes")),
+    "nf_counts": ("<QIIB7x", ("cookie", "iif", "oif", "point"), "<QQ", ("packets", "bytes")),
+    "drop_counts": ("<QIB3x", ("cookie", "reason", "point"), "<Q", None),
+    "nat_counts": ("<QB7x", ("cookie", "kind"), "<Q", None),
+}
+
+
+def read_table(t, table: str) -> list:
+    """(key, [value]) with values summed over CPUs, in one batch syscall or a few; bcc's own
+    per-key iteration if the kernel has no batch lookup."""
+    kfmt, kf, vfmt, vf = LAYOUTS[table]
+    try:
+        rows = links.dump_map(t.map_fd, struct.calcsize(kfmt), struct.calcsize(vfmt), True,
+                              int(getattr(t, "max_entries", 16384)))
+    except OSError:
+        return list(t.items())
+    out = []
+    for k, vs in rows:
+        key = SimpleNamespace(**dict(zip(kf, struct.unpack(kfmt, k))))
+        tot = [sum(x) for x in zip(*(struct.unpack(vfmt, v) for v in vs))]
+        out.append((key, [SimpleNamespace(**dict(zip(vf, tot)))] if vf else [tot[0]]))
+    return out
 
 
 def _sum(v, attr=None):
@@ -88,7 +116,7 @@ class ProbeCollector:
             for fam, table in (("tc", "tc_counts"), ("nf", "nf_counts"), ("drops", "drop_counts"), ("nf", "nat_counts")):
                 t = self.p.table(fam, table) if (table != "nat_counts" or self.p.read_packet) else None
                 if t is not None:
-                    for name, rows in self._label(fam, table, t.items()).items():
+                    for name, rows in self._label(fam, table, read_table(t, table)).items():
                         for key, v in rows.items():
                             out[name][key] = out[name].get(key, 0) + v
             for name, rows in self.carry.items():
@@ -187,7 +215,7 @@ class ProbeCollector:
             for key, v in agg.items():
                 fdb.add_metric(list(key), v)
         yield from (pk, by, dr, out, nat, att, deg, links, lost, fdb)
-        stats = self.p.run_stats()
+        stats = self.p.run_stats() if self.p.stats_enabled else None
         if stats:
             rt = CounterMetricFamily("bridgelab_probe_run_seconds", "CPU time the kernel spent in the probe "
                                      "programs (counted while BPF stats are enabled)", labels=["probe"])

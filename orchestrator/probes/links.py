@@ -78,3 +78,51 @@ def prog_stats(prog_fd: int) -> tuple[int, int]:
     b = btf.kernel()
     return (struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_time_ns")[0])[0],
             struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_cnt")[0])[0])
+
+
+_BPF_MAP_LOOKUP_BATCH = 24
+
+
+def _possible_cpus() -> int:
+    with open("/sys/devices/system/cpu/possible") as f:
+        n = 0
+        for part in f.read().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n = max(n, int(hi or lo) + 1)
+        return n
+
+
+NCPU = _possible_cpus()
+
+
+def dump_map(fd: int, key_size: int, value_size: int, percpu: bool, max_entries: int) -> list[tuple[bytes, list[bytes]]]:
+    """Every (key, [value per CPU]) of a hash map in as few syscalls as the kernel allows
+    (BPF_MAP_LOOKUP_BATCH): a scrape must not spend its time in one syscall and one ctypes
+    object per key while holding the GIL the daemon's event loop needs."""
+    vsz = (value_size + 7) // 8 * 8 if percpu else value_size
+    ncpu = NCPU if percpu else 1
+    count = max(1, max_entries)
+    keys = ctypes.create_string_buffer(count * key_size)
+    vals = ctypes.create_string_buffer(count * vsz * ncpu)
+    out_batch = ctypes.create_string_buffer(max(8, key_size))
+    in_batch = ctypes.create_string_buffer(max(8, key_size))
+    rows: list[tuple[bytes, list[bytes]]] = []
+    first = True
+    while True:
+        attr = struct.pack("<QQQQIIQQ", 0 if first else ctypes.addressof(in_batch), ctypes.addressof(out_batch),
+                           ctypes.addressof(keys), ctypes.addressof(vals), count, fd, 0, 0)
+        buf = ctypes.create_string_buffer(attr, 128)
+        r = _libc.syscall(_SYS_BPF, _BPF_MAP_LOOKUP_BATCH, buf, len(attr))
+        err = ctypes.get_errno() if r < 0 else 0
+        got = struct.unpack_from("<I", buf.raw, 32)[0]  # the kernel writes back how many it copied
+        kraw, vraw = keys.raw, vals.raw
+        for i in range(got):
+            k = kraw[i * key_size:(i + 1) * key_size]
+            base = i * vsz * ncpu
+            rows.append((k, [vraw[base + c * vsz: base + c * vsz + value_size] for c in range(ncpu)]))
+        if r < 0:
+            if err == 2:  # ENOENT: that was the last batch
+                return rows
+            raise OSError(err, os.strerror(err))
+        in_batch.raw = out_batch.raw
+        first = False

@@ -93,6 +93,7 @@ class Probes:
         self.attach_errors: dict[str, str] = {}   # "tc host/veth1" -> reason
         self.lock = threading.Lock()
         self._tc_copies: dict[tuple[str, int], int] = {}
+        self.stats_enabled = False      # someone holds BPF_ENABLE_STATS: run_stats() means something
         self.known_cookies: dict[int, str] = {}
         self.known_ifnames: dict[tuple[int, int], str] = {}
 

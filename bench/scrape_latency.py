@@ -1,0 +1,111 @@
+"""Scrape latency of the daemon's /metrics and its RSS, with the seed lab and with 200 containers
+(probes attached, some traffic counted), and whether scraping delays the event loop.
+
+    .venv/bin/python bench/scrape_latency.py [--scrapes 200]
+"""
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from build_teardown import topology  # noqa: E402
+
+
+def scrape(port: int) -> tuple[float, str]:
+    t = time.perf_counter()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return time.perf_counter() - t, body
+
+
+def value(body: str, prefix: str) -> float:
+    return sum(float(x.rsplit(" ", 1)[1]) for x in body.splitlines() if x.startswith(prefix))
+
+
+def lag_over(body: str, le: str) -> float:
+    """Loop-lag observations above LE seconds so far (histogram: total minus bucket le)."""
+    total = value(body, "bridgelab_event_loop_lag_seconds_count")
+    under = value(body, f'bridgelab_event_loop_lag_seconds_bucket{{le="{le}"}}')
+    return total - under
+
+
+def run(spec: dict, scrapes: int) -> dict:
+    lab = spec["lab"]
+    tmp = tempfile.mkdtemp()
+    path = os.path.join(tmp, "lab.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(spec, f)
+    log = open(os.path.join(tmp, "daemon.log"), "w")
+    p = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "-f", path, "--metrics-addr", "127.0.0.1:0"],
+                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        info = f"/run/bridgelab/{lab}/daemon.json"
+        deadline = time.monotonic() + 120
+        port = None
+        while time.monotonic() < deadline:
+            if os.path.exists(info):
+                port = json.load(open(info))["metrics_port"]
+                try:
+                    if value(scrape(port)[1], 'bridgelab_probe_attached{probe="tc"}') == 1:
+                        break
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        c1 = f"bl-{lab}-{spec['containers'][0]['name']}"
+        subprocess.run(["ip", "netns", "exec", c1, "ping", "-c", "3", "-i", "0.2", spec["bridge"]["gateway"]],
+                       capture_output=True)
+        time.sleep(1)
+        # the loop's own lag with nobody scraping, then while scraping back to back, same duration
+        _, body = scrape(port)
+        lag0 = lag_over(body, "0.025")
+        t0 = time.monotonic()
+        lat = []
+        for _ in range(scrapes):
+            dt, body = scrape(port)
+            lat.append(dt * 1000)
+        took = time.monotonic() - t0
+        _, body = scrape(port)
+        lag_scraping = lag_over(body, "0.025") - lag0
+        time.sleep(took)
+        _, body2 = scrape(port)
+        lag_idle = lag_over(body2, "0.025") - lag_over(body, "0.025")
+        lat.sort()
+        with open(f"/proc/{p.pid}/status") as f:
+            rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS"))
+        return {"containers": len(spec["containers"]), "series": sum(1 for x in body.splitlines() if x and x[0] != "#"),
+                "bytes": len(body), "scrape_ms": {"p50": round(statistics.median(lat), 2),
+                                                  "p99": round(lat[int(len(lat) * 0.99) - 1], 2),
+                                                  "max": round(lat[-1], 2)},
+                "rss_mb": round(rss / 1024, 1),
+                "seconds_scraping": round(took, 1),
+                "loop_lag_over_25ms": {"while_scraping": lag_scraping, "idle_same_duration": lag_idle}}
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+        subprocess.run([sys.executable, "-m", "orchestrator", "down", "--lab", lab], cwd=ROOT, capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scrapes", type=int, default=200)
+    args = ap.parse_args()
+    with open(os.path.join(ROOT, "examples", "seed.yaml")) as f:
+        seed = yaml.safe_load(f)
+    seed["lab"] = "s" + secrets.token_hex(3)
+    out = {"seed": run(seed, args.scrapes), "200": run(topology("s" + secrets.token_hex(3), 200), args.scrapes)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
