@@ -89,6 +89,15 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, default=0, help="stop after N packets")
     sp.add_argument("--timeout", type=float, default=0, help="stop after SECONDS")
     sp.add_argument("--ring-pages", type=int, default=256, help="ring buffer size per probe, in pages (power of 2)")
+    sp = sub.add_parser("explain", help="where and why a flow dies in the lab, and the fix")
+    common(sp)
+    sp.add_argument("src", help="a lab node: a container, host, or (sandbox) gateway, client, internet")
+    sp.add_argument("dst", help="a node, an address, NODE:PORT or ADDR:PORT (host:8888: a published port)")
+    sp.add_argument("--port", type=int)
+    sp.add_argument("--proto", choices=("tcp", "udp", "icmp"))
+    sp = sub.add_parser("drops", help="top drop reasons, hooks and nodes the daemon's probes saw")
+    common(sp)
+    sp.add_argument("--since", default="10m", help="how far back: 30s, 10m, 2h (default 10m)")
     sp = sub.add_parser("graph", help="the topology as a picture (Mermaid or Graphviz)")
     common(sp)
     sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
-        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace, "status": cmd_status, "validate": cmd_validate,
+        return {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace, "explain": cmd_explain, "drops": cmd_drops, "status": cmd_status, "validate": cmd_validate,
                 "exec": cmd_exec, "graph": cmd_graph}[args.cmd](args, spec)
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
@@ -284,6 +293,19 @@ def cmd_trace(args, spec) -> int:
             print(f"bridgelab trace: --addr: {e}", file=sys.stderr)
             return EXIT_INPUT
     return trace.run(desired, args)
+
+
+def cmd_explain(args, spec) -> int:
+    from . import explain
+
+    desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
+    return explain.run(spec, desired, args, args.file or "")
+
+
+def cmd_drops(args, spec) -> int:
+    from . import droplog
+
+    return droplog.run(spec.lab, args)
 
 
 def cmd_graph(args, spec) -> int:

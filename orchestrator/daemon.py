@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import logs, netns, plan
+from . import droplog, logs, netns, plan
 from .adapters import services, sysctl
 from .metrics import KIND, KINDS, Metrics
 from .model import Desired
@@ -352,11 +352,18 @@ class Daemon:
             if col is None:
                 continue
             drops = (await asyncio.to_thread(col.samples))["drops"]
+            fresh = []
             for (node, hook, reason), total in sorted(drops.items()):
                 new = total - prev.get((node, hook, reason), 0)
                 if new > 0:
                     log.warning("drops", node=node, hook=hook, reason=reason, count=new, total=total)
+                    fresh.append({"ts": time.time(), "node": node, "hook": hook, "reason": reason, "count": new})
                 prev[(node, hook, reason)] = total
+            if fresh:
+                samples = await asyncio.to_thread(col.drop_samples)
+                for f in fresh:
+                    f["sample"] = samples.get((f["node"], f["hook"], f["reason"]))
+                droplog.append(self.d.lab, fresh)
 
     async def watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

@@ -57,6 +57,8 @@ def run(d: Desired, args) -> int:
         p.close()
         return 1
     p.sync(d)
+    for where, why in p.attach_errors.items():
+        print(f"trace: cannot attach {where}: {why}", file=sys.stderr)
     ports = {e.name for v in d.veths for e in (v.a, v.b) if e.master}
 
     def names(cookie: int, ifindex: int) -> tuple[str, str]:

@@ -40,7 +40,8 @@ struct counter { u64 packets, bytes; };
 struct seen {
     u64 addr, ts, cookie;
     u32 ifindex, hash;
-    u8 point, traced, _pad[6];
+    u8 point, traced, has_tuple, _pad[5];
+    struct tuple t;     /* the last tuple read for this skb (a sample for `bridgelab drops`) */
 };
 /* tracepoint programs may not use the coarse clock: one clock for both sides of a comparison */
 #define NOW() bpf_ktime_get_ns()

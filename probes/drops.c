@@ -15,6 +15,7 @@ struct drop_key {
 
 BPF_PERCPU_HASH(drop_counts, struct drop_key, u64, 4096);
 BPF_PERCPU_ARRAY(drop_unattributed, u64, 1);
+BPF_HASH(drop_samples, struct drop_key, struct tuple, 1024);   /* the last dropped packet's tuple, per key */
 #ifdef TRACE
 BPF_RINGBUF_OUTPUT(drop_events, RING_PAGES);
 BPF_PERCPU_ARRAY(drop_lost, u64, 1);
@@ -36,6 +37,7 @@ TRACEPOINT_PROBE(skb, kfree_skb) {
     struct drop_key k = {.cookie = s->cookie, .reason = reason, .point = s->point};
     u64 z = 0, *n = drop_counts.lookup_or_try_init(&k, &z);
     if (n) (*n)++;
+    if (s->has_tuple) drop_samples.update(&k, &s->t);
 #ifdef TRACE
     if (s->traced) {
         struct event *e = drop_events.ringbuf_reserve(sizeof(struct event));

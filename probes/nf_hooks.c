@@ -105,7 +105,14 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
 #endif
 #endif
     struct seen *sp = last_seen.lookup(&slot);
-    if (sp) *sp = s;
+    if (sp) {
+#if defined(READ_PACKET)
+        if (has) { s.t = t; s.has_tuple = 1; }
+        else
+#endif
+        if (sp->addr == addr) { s.t = sp->t; s.has_tuple = sp->has_tuple; }
+        *sp = s;
+    }
 #ifdef TRACE
     if (!s.traced) return 1;
     struct event *e = nf_events.ringbuf_reserve(sizeof(struct event));

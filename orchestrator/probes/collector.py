@@ -164,6 +164,21 @@ class ProbeCollector:
                     out["nat"][key] = out["nat"].get(key, 0) + _sum(v)
         return out
 
+    def drop_samples(self) -> dict:
+        """(node, hook, reason) -> the tuple of the last such drop, where the probes could read it."""
+        from .events import tuple_dict
+        t = self.p.table("drops", "drop_samples")
+        out = {}
+        if t is None:
+            return out
+        names = reason_names()
+        for k, v in t.items():
+            node = self.p.known_cookies.get(k.cookie)
+            if node:
+                td = tuple_dict(v)
+                out[(node, points.nf_name(k.point), names.get(k.reason, str(k.reason)))] = td
+        return out
+
     def collect(self):
         s = self.samples()
         labels = ["node", "interface", "hook", "direction", "protocol"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .. import logs, netns
 from ..model import Desired
 from . import btf, kernel, links
-from .points import NF_POINTS
+from .points import MAX_SHIFT, NF_POINTS
 
 log = logs.get("bridgelab.probes")
 
@@ -341,7 +341,13 @@ class Probes:
             # a container's own hops add nothing to the metrics but the drops inside it: where
             # its packets enter and leave its stack is enough to attribute those
             for p in NF_POINTS if full else [p for p in NF_POINTS if p.name in CONTAINER_POINTS]:
-                fds.append(links.netfilter(nf.progs[f"nf_p{p.id}"], ns, p.hook, p.priority))
+                for k in range(MAX_SHIFT):
+                    try:
+                        fds.append(links.netfilter(nf.progs[f"nf_p{p.id}"], ns, p.hook, p.priority + k * p.step))
+                        break
+                    except OSError as e:
+                        if e.errno != errno.EBUSY or k == MAX_SHIFT - 1:
+                            raise
             self.attach_errors.pop(f"nf {node}", None)
         except OSError as e:
             _close(fds)

@@ -19,18 +19,23 @@ class NfPoint:
     hook: int
     priority: int
     why: str
+    step: int = 0    # where to move if the priority is taken (another bridgelab probe): away from NAT
 
 
 NF_POINTS = (
-    NfPoint(1, "prerouting", PRE, -101, "arriving, before DNAT (conntrack has seen it)"),
-    NfPoint(2, "dnat", PRE, -99, "arriving, after DNAT: the destination a published port rewrote"),
-    NfPoint(0, "forward", FORWARD, -1, "routed through, just before the filter table: the output device is chosen"),
-    NfPoint(3, "input", INPUT, 101, "delivered to this node's own stack"),
-    NfPoint(5, "output", OUTPUT, -101, "sent by this node, before local DNAT"),
-    NfPoint(6, "output_dnat", OUTPUT, -99, "sent by this node, after local DNAT (host → its own published port)"),
-    NfPoint(7, "postrouting", POST, 99, "leaving, before SNAT/MASQUERADE"),
-    NfPoint(8, "snat", POST, 101, "leaving, after SNAT/MASQUERADE: the source the upstream sees"),
+    NfPoint(1, "prerouting", PRE, -101, "arriving, before DNAT (conntrack has seen it)", -1),
+    NfPoint(2, "dnat", PRE, -99, "arriving, after DNAT: the destination a published port rewrote", +1),
+    NfPoint(0, "forward", FORWARD, -1, "routed through, just before the filter table: the output device is chosen", -1),
+    NfPoint(3, "input", INPUT, 101, "delivered to this node's own stack", +1),
+    NfPoint(5, "output", OUTPUT, -101, "sent by this node, before local DNAT", -1),
+    NfPoint(6, "output_dnat", OUTPUT, -99, "sent by this node, after local DNAT (host → its own published port)", +1),
+    NfPoint(7, "postrouting", POST, 99, "leaving, before SNAT/MASQUERADE", -1),
+    NfPoint(8, "snat", POST, 101, "leaving, after SNAT/MASQUERADE: the source the upstream sees", +1),
 )
+# a netfilter hook takes one program per priority (EBUSY otherwise): the daemon's metrics probes,
+# a trace and an explain each find a free one, at most this far from the designed priority and
+# never across the NAT priority they sit beside
+MAX_SHIFT = 40
 BY_ID = {p.id: p for p in NF_POINTS}
 TC_POINTS = {0: "ingress", 1: "egress"}
 

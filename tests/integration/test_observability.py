@@ -194,6 +194,14 @@ def test_logs_are_json_with_the_documented_keys_for_a_heal_and_a_drop(lab, start
     assert {"resource", "ns", "kind", "cause", "action", "outcome"} <= set(drift)
     healed = next(e for e in events if e["event"] == "healed")
     assert {"actions", "errors", "cause", "duration_ms", "pass_ms"} <= set(healed)
+    # and `bridgelab drops`, the first thing to run when a dashboard shows drops
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "drops", "-f", lab.path, "--since", "5m", "--json"],
+                       capture_output=True, text=True, cwd=ROOT, check=True)
+    top = json.loads(r.stdout)["top"]
+    nf = next(c for c in top if c["reason"] == "NETFILTER_DROP")
+    assert (nf["node"], nf["hook"]) == ("host", "forward") and nf["count"] >= 2
+    if metric(d.metrics(), "bridgelab_probe_degraded", probe="nf") == 0:
+        assert nf["sample"]["dst"] == "192.168.0.2" and nf["sample"]["icmp"] == "echo-request"
     drops = [e for e in events if e["event"] == "drops" and e["reason"] == "NETFILTER_DROP"]
     assert all(e["node"] == "host" and e["hook"] == "forward" and e["level"] == "warning" for e in drops)
     assert sum(e["count"] for e in drops) >= 2 and drops[-1]["total"] == sum(e["count"] for e in drops)

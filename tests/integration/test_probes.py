@@ -285,3 +285,15 @@ def test_doctor_says_which_probes_attach_and_why():
         assert "confidentiality" in c["probe nf"]["detail"]
     kprobes = os.path.exists("/sys/kernel/tracing/kprobe_events")
     assert c["kprobes"]["ok"] == kprobes
+
+
+def test_trace_beside_the_daemons_probes(lab, start_daemon, tracer):  # noqa: F811
+    """A hook takes one program per priority: the trace finds free ones next to the daemon's."""
+    d = start_daemon(lab)
+    assert wait_for(lambda: _metric(d.metrics(), "bridgelab_probe_attached", probe="nf") == 1, timeout=30)
+    t = tracer(lab, "--node", "container1", "--proto", "icmp", "--count", "1")
+    assert "cannot attach" not in t.err
+    assert lab.ping("container1", "192.168.0.2")
+    req = t.packets()[0]
+    assert req["hops"][hop_index(req, "host", hook="snat")]["rewrite"] == "source 172.168.1.11 → 192.168.0.10"
+    assert _metric(d.metrics(), "bridgelab_probe_attached", probe="nf") == 1
