@@ -26,17 +26,22 @@ BPF_ARRAY(before_nat, struct nat_slot, SLOTS);    /* direct-mapped like last_see
 static __always_inline int read_tuple(void *skb, struct tuple *t) {
     unsigned char *head = LD(unsigned char *, skb, SKB_HEAD);
     u16 nh = LD(u16, skb, SKB_NETWORK_HEADER);
-    struct iphdr ip;
-    if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh)) return 0;
-    if (ip.version != 4) return 0;
-    t->saddr = ip.saddr; t->daddr = ip.daddr; t->proto = ip.protocol; t->ipid = ntohs(ip.id); t->tot_len = ntohs(ip.tot_len);
-    unsigned char *l4 = head + nh + ip.ihl * 4;
-    u8 b[14] = {};
-    if (bpf_probe_read_kernel(b, sizeof(b), l4)) return 1;
-    if (ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) {
+    /* one read for the usual header without options and the first bytes of L4 (a helper call
+     * is most of this program's cost); a second only when there are IP options */
+    struct { struct iphdr ip; u8 l4[14]; } h;
+    if (bpf_probe_read_kernel(&h, sizeof(h), head + nh)) {
+        if (bpf_probe_read_kernel(&h.ip, sizeof(h.ip), head + nh)) return 0;
+        __builtin_memset(h.l4, 0, sizeof(h.l4));
+    }
+    if (h.ip.version != 4) return 0;
+    t->saddr = h.ip.saddr; t->daddr = h.ip.daddr; t->proto = h.ip.protocol; t->ipid = ntohs(h.ip.id);
+    t->tot_len = ntohs(h.ip.tot_len);
+    u8 *b = h.l4;
+    if (h.ip.ihl != 5 && bpf_probe_read_kernel(h.l4, sizeof(h.l4), head + nh + h.ip.ihl * 4)) return 1;
+    if (h.ip.protocol == IPPROTO_TCP || h.ip.protocol == IPPROTO_UDP) {
         t->sport = (b[0] << 8) | b[1]; t->dport = (b[2] << 8) | b[3];
-        if (ip.protocol == IPPROTO_TCP) t->flags = b[13];
-    } else if (ip.protocol == IPPROTO_ICMP) {
+        if (h.ip.protocol == IPPROTO_TCP) t->flags = b[13];
+    } else if (h.ip.protocol == IPPROTO_ICMP) {
         t->flags = b[0]; t->sport = (b[4] << 8) | b[5]; t->dport = (b[6] << 8) | b[7];
     }
     return 1;
