@@ -191,7 +191,7 @@ class Daemon:
         result = ("failed" if res.errors else "healed" if self.opts.heal else "drift") if res.actions else "clean"
         self.metrics.passes.labels(result).inc()
         self._update_gauges(res)
-        if self.probes is not None and res.actions:
+        if self.probes is not None and (res.actions or self.probes.attach_errors or not self.opts.heal):
             self._sync_probes()  # a device or namespace made anew needs its programs again
         return res
 
@@ -249,7 +249,10 @@ class Daemon:
         if made:
             log.debug("probes attached", links=made)
             if self.probe_collector is not None:
-                self.probe_collector.fold()
+                try:
+                    self.probe_collector.fold()
+                except Exception as e:
+                    log.warning("probe fold failed", error=str(e))
         for where, why in self.probes.attach_errors.items():
             log.warning("probe attach failed", where=where, reason=why)
 
@@ -351,19 +354,25 @@ class Daemon:
             col = getattr(self, "probe_collector", None)
             if col is None:
                 continue
-            drops = (await asyncio.to_thread(col.samples))["drops"]
-            fresh = []
-            for (node, hook, reason), total in sorted(drops.items()):
-                new = total - prev.get((node, hook, reason), 0)
-                if new > 0:
-                    log.warning("drops", node=node, hook=hook, reason=reason, count=new, total=total)
-                    fresh.append({"ts": time.time(), "node": node, "hook": hook, "reason": reason, "count": new})
-                prev[(node, hook, reason)] = total
-            if fresh:
-                samples = await asyncio.to_thread(col.drop_samples)
-                for f in fresh:
-                    f["sample"] = samples.get((f["node"], f["hook"], f["reason"]))
-                droplog.append(self.d.lab, fresh)
+            try:
+                await self._report_drops(col, prev)
+            except Exception as e:  # reporting must never stop the daemon
+                log.warning("drop report failed", error=str(e))
+
+    async def _report_drops(self, col, prev: dict) -> None:
+        drops = (await asyncio.to_thread(col.samples))["drops"]
+        fresh = []
+        for (node, hook, reason), total in sorted(drops.items()):
+            new = total - prev.get((node, hook, reason), 0)
+            if new > 0:
+                log.warning("drops", node=node, hook=hook, reason=reason, count=new, total=total)
+                fresh.append({"ts": time.time(), "node": node, "hook": hook, "reason": reason, "count": new})
+            prev[(node, hook, reason)] = total
+        if fresh:
+            samples = await asyncio.to_thread(col.drop_samples)
+            for f in fresh:
+                f["sample"] = samples.get((f["node"], f["hook"], f["reason"]))
+            droplog.append(self.d.lab, fresh)
 
     async def watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -424,6 +433,7 @@ class Daemon:
             json.dump({"pid": os.getpid(), "metrics_port": self.metrics_port, "heal": self.opts.heal}, f)
 
     def _shutdown_sync(self) -> None:
+        self.metrics.close()  # first: no scrape may read the probes' maps while they close
         if self.probes is not None:
             self.probes.close()  # links are fd-bound: closing them detaches every program
             self.probes = None

@@ -40,9 +40,16 @@ def append(lab: str, rows: list[dict]) -> None:
 def read(lab: str) -> list[dict]:
     try:
         with open(path(lab)) as f:
-            return [json.loads(x) for x in f if x.strip()]
+            lines = f.read().splitlines()
     except FileNotFoundError:
         return []
+    out = []
+    for x in lines:
+        try:
+            out.append(json.loads(x))
+        except ValueError:
+            pass  # a line torn by a crash or a full disk: skip it, keep the rest
+    return out
 
 
 def parse_since(text: str) -> float:

@@ -122,6 +122,9 @@ def resolve(spec: Spec, d: Desired, src: str, dst: str, port: int | None, proto:
     src_addr = addrs.get(src, "")
     if src == "host" and dst_addr in host_addrs:
         src_addr = "127.0.0.1" if dst_addr == "127.0.0.1" else dst_addr
+    elif src == "host":  # the kernel picks the source by the route: to a container, the bridge's address
+        got = _ip_json(d.host_ns, "route", "get", target_addr)
+        src_addr = (got[0].get("prefsrc") if got else None) or src_addr
     containers = {c.name for c in spec.containers}
     via_host = not (src in containers and target_node in containers and dst_node in containers)
     leaves = src in containers and target_node not in containers and dst_addr not in host_addrs
@@ -414,7 +417,9 @@ def live(flow: Flow, d: Desired) -> Live:
 # ------------------------------------------------------------------------- verdict
 
 def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
-    works = lv.result in ("replied", "connected") or (lv.result == "sent" and not _drops(lv))
+    # a UDP datagram has no answer to wait for: it works if the trace saw it delivered
+    works = lv.result in ("replied", "connected") or (lv.result == "sent" and not _drops(lv) and any(
+        p["verdict"].startswith(("delivered", "arrived")) for p in lv.packets))
     drops = _drops(lv)
     if works:  # a drop seen beside a success is a copy's (a flooded frame, a raw socket's clone)
         return {"works": True, "cause": None, "verdict": f"{flow.src} → {flow.dst} ({flow.proto}) works"
@@ -457,7 +462,7 @@ def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
     if lv.result == "unreachable":
         return {"works": False, "cause": "unreachable", "node": flow.src,
                 "verdict": f"{flow.src} has no route to {flow.dst_addr} (the kernel refused to send)",
-                "fix": f"ip -n {flow.src_ns} route   (add the missing route)"}
+                "fix": f"ip {'-n ' + flow.src_ns + ' ' if flow.src_ns else ''}route   (add the missing route)"}
     last = None
     for p in left:
         if p["hops"]:

@@ -22,6 +22,7 @@ struct tuple {
     u16 sport, dport;   /* icmp: echo id, seq */
     u8 proto, flags;    /* tcp flags or icmp type */
     u16 ipid, tot_len;  /* with the protocol, what tells one packet from another along its path */
+    u16 _pad;           /* explicit: the struct is a hash key, no uninitialised padding */
 };
 
 struct event {

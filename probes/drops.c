@@ -24,6 +24,8 @@ BPF_PERCPU_ARRAY(drop_lost, u64, 1);
 TRACEPOINT_PROBE(skb, kfree_skb) {
     u32 reason = args->reason;
     if (reason <= SKB_CONSUMED_MAX) return 0;    /* not a drop */
+    /* the netfilter probes see IPv4 only: anything else at a reused skb address is not ours */
+    if (args->protocol != ETH_P_IP) return 0;   /* the tracepoint stores it in host order */
     u64 addr = (u64)args->skbaddr;
 #ifdef HAVE_NF
     u32 slot = SLOT(addr);

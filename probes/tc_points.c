@@ -77,8 +77,10 @@ static __always_inline int point(struct __sk_buff *skb, u8 dir) {
     hash = bpf_get_hash_recalc(skb);
     u8 one = 1;
     flows.update(&hash, &one);
-    struct tuple rev = {.saddr = key.daddr, .daddr = key.saddr, .sport = key.dport, .dport = key.sport,
-                        .proto = key.proto};
+    struct tuple rev;
+    __builtin_memset(&rev, 0, sizeof(rev));
+    rev.saddr = key.daddr; rev.daddr = key.saddr; rev.sport = key.dport; rev.dport = key.sport;
+    rev.proto = key.proto;
     if (rev.proto == IPPROTO_ICMP) { rev.sport = key.sport; rev.dport = 0; }
     want.update(&rev, &one);
     want.update(&key, &one);

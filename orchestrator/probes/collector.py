@@ -209,8 +209,8 @@ class ProbeCollector:
         for name, ok in self.p.attached().items():
             att.add_metric([name], 1 if ok else 0)
             deg.add_metric([name], 1 if self.p.families[name].degraded else 0)
-        links.add_metric(["tc"], sum(len(a.fds) for a in self.p.tc.values()))
-        links.add_metric(["nf"], sum(len(a.fds) for a in self.p.nf.values()))
+        links.add_metric(["tc"], sum(len(a.fds) for a in list(self.p.tc.values())))
+        links.add_metric(["nf"], sum(len(a.fds) for a in list(self.p.nf.values())))
         links.add_metric(["drops"], 1 if self.p.families["drops"].ok else 0)
         links.add_metric(["fdb"], 1 if self.p.families["fdb"].ok else 0)
         lost = CounterMetricFamily("bridgelab_probe_events_lost", "Trace events the ring buffer had no room "

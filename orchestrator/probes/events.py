@@ -158,6 +158,10 @@ class Assembler:
                 early = self.open.pop(("early", e.hash, node), None)
                 if early is not None:
                     self.open[key] = early
+                    for index in (self.by_hash, self.by_skb):  # later hops and drops find it
+                        for k, v in list(index.items()):
+                            if v == ("early", e.hash, node):
+                                index[k] = key
                     early.key = key
         elif e.kind == K_NF:
             from .collector import nf_hook
@@ -193,8 +197,8 @@ class Assembler:
         out = []
         for k in done:
             p = self.open.pop(k)
-            if k[0] == "early":
-                continue  # never claimed by a packet we could name: nothing to show
+            if k[0] == "early" and not any(h.reason for h in p.hops):
+                continue  # never claimed by a packet we could name, and not dropped: nothing to show
             p.hops.sort(key=lambda h: h.ts)
             _fill(p)
             out.append(p)

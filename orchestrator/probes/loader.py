@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class Probes:
         self.attach_errors: dict[str, str] = {}   # "tc host/veth1" -> reason
         self.lock = threading.Lock()
         self._tc_copies: dict[tuple[str, int], int] = {}
+        self._retired_stats = [0, 0]   # run_time_ns, run_cnt of tc copies already closed
         self.stats_enabled = False      # someone holds BPF_ENABLE_STATS: run_stats() means something
         self.known_cookies: dict[int, str] = {}
         self.known_ifnames: dict[tuple[int, int], str] = {}
@@ -100,7 +102,7 @@ class Probes:
     # ---------------------------------------------------------------- compile
     def _cflags(self, families: list[str]) -> list[str]:
         f = ["-w", f"-I{self.probe_dir}", f"-DRING_PAGES={self.ring_pages}",
-             f"-DSKB_CONSUMED_MAX={_consumed_max()}", "-DATTRIBUTION_NS=2000000000ULL", *_kernel_offsets()]
+             f"-DSKB_CONSUMED_MAX={_consumed_max()}", "-DATTRIBUTION_NS=200000000ULL", *_kernel_offsets()]
         if self.trace is not None:
             t = self.trace
             f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
@@ -268,6 +270,14 @@ class Probes:
             except OSError:
                 continue
             cookies[cookie] = node_of.get(ns, ns or "host")
+            # every device of the namespace gets a name now (a stranger's is "other"), so a count
+            # never changes label later, which would make its counter fall
+            try:
+                with netns.entered(ns):
+                    for idx, _name in socket.if_nameindex():
+                        ifnames[(cookie, idx)] = "other"
+            except OSError:
+                pass
             ifnames[(cookie, 1)] = "lo"
             if ns not in skip:
                 made += self._sync_nf(ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or self.trace is not None))
@@ -289,8 +299,8 @@ class Probes:
             if not tc.ok:
                 continue
             cur = self.tc.get((ns, ifname))
-            if cur and cur.ifindex == ifindex and cur.inode == ino:
-                continue
+            if cur and cur.ifindex == ifindex and cur.inode == ino and cur.fds:
+                continue  # (one that failed to attach is tried again)
             if cur:
                 _close(cur.fds)
             fds = []
@@ -308,8 +318,16 @@ class Probes:
             _close(self.tc.pop(key).fds)
         for ns in [n for n in self.nf if n not in set(d.managed_ns()) or (n is not None and not netns.exists(n))]:
             _close(self.nf.pop(ns).fds)
-        for key in [k for k in self._tc_copies if k[1] not in cookies]:
-            _close([self._tc_copies.pop(key)])
+        with self.lock:
+            for key in [k for k in self._tc_copies if k[1] not in cookies]:
+                fd = self._tc_copies.pop(key)
+                try:  # its runs stay counted: bridgelab_probe_run*_total never go backwards
+                    a, b = links.prog_stats(fd)
+                    self._retired_stats[0] += a
+                    self._retired_stats[1] += b
+                except OSError:
+                    pass
+                _close([fd])
         with self.lock:
             self.cookies, self.ifnames = cookies, ifnames
             # names stay known after a device or namespace is gone: the counts it left in the
@@ -332,7 +350,7 @@ class Probes:
         if not nf.ok:
             return 0
         cur = self.nf.get(ns)
-        if cur and cur.inode == ino:
+        if cur and cur.inode == ino and cur.fds:
             return 0
         if cur:
             _close(cur.fds)
@@ -380,10 +398,12 @@ class Probes:
         for name, fam in self.families.items():
             if not fam.ok:
                 out[name] = False
-            elif name == "tc":
-                out[name] = bool(self.tc) and all(a.fds for a in self.tc.values())
+            elif name == "tc":  # list(): a snapshot, the loop thread may be syncing meanwhile
+                att = list(self.tc.values())
+                out[name] = bool(att) and all(a.fds for a in att)
             elif name == "nf":
-                out[name] = bool(self.nf) and all(a.fds for a in self.nf.values())
+                att = list(self.nf.values())
+                out[name] = bool(att) and all(a.fds for a in att)
             else:
                 out[name] = True
         return out
@@ -392,18 +412,19 @@ class Probes:
         """Per family (run_time_ns, run_cnt), summed over its programs and per-namespace copies;
         zero unless someone holds BPF stats enabled (links.enable_run_stats)."""
         out = {}
-        for name, fam in self.families.items():
-            if not fam.ok:
-                continue
-            fds = list(fam.progs.values()) + ([fd for (_fn, _c), fd in self._tc_copies.items()] if name == "tc" else [])
-            ns = cnt = 0
-            for fd in fds:
-                try:
-                    a, b = links.prog_stats(fd)
-                except OSError:
+        with self.lock:  # sync closes copies under it: no fd read here is stale or reused
+            for name, fam in self.families.items():
+                if not fam.ok:
                     continue
-                ns, cnt = ns + a, cnt + b
-            out[name] = (ns, cnt)
+                fds = list(fam.progs.values()) + (list(self._tc_copies.values()) if name == "tc" else [])
+                ns, cnt = self._retired_stats if name == "tc" else (0, 0)
+                for fd in fds:
+                    try:
+                        a, b = links.prog_stats(fd)
+                    except OSError:
+                        continue
+                    ns, cnt = ns + a, cnt + b
+                out[name] = (ns, cnt)
         return out
 
     def prog_fds(self) -> dict[str, int]:

@@ -30,6 +30,7 @@ def human(lab, *args) -> tuple[int, str]:
 
 @pytest.mark.parametrize("src,dst,target", [
     ("container1", "gateway", None), ("container1", "container2", None), ("container1", "internet", None),
+    ("host", "container1", None),
     ("client", "host:8888", "container1"), ("host", "host:9999", "container2"),
     ("host", "127.0.0.1:8888", "container1"), ("container1", "host:9999", "container2"),
 ])
