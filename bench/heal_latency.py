@@ -190,6 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--kinds", default="")
+    ap.add_argument("--no-probes", action="store_true", help="the daemon without its eBPF probes (a baseline)")
     args = ap.parse_args()
     lab = "h" + secrets.token_hex(3)
     seed = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
@@ -198,12 +199,14 @@ def main() -> None:
         yaml.safe_dump(seed, f)
     log = open(f"/tmp/bridgelab-heal-{lab}.log", "w")
     daemon = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "-f", f.name, "--metrics-addr", "off",
-                               "--flap-heals", "100000"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    out = {"trials": args.trials, "results": {}}
+                               "--flap-heals", "100000", *(["--no-probes"] if args.no_probes else [])],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    out = {"trials": args.trials, "probes": not args.no_probes, "results": {}}
     try:
         for _ in range(200):
-            if os.path.exists(f"/run/bridgelab/{lab}/daemon.json"):
-                break
+            if os.path.exists(f"/run/bridgelab/{lab}/daemon.json") and (
+                    args.no_probes or "probes ready" in open(log.name).read()):
+                break  # measure a settled daemon, not one still compiling its probes
             time.sleep(0.05)
         b = Bench(lab, f.name)
         faults = b.faults()

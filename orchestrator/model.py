@@ -90,6 +90,7 @@ class ServiceProc:
     name: str  # unique within the lab, e.g. container1/http:80
     argv: tuple[str, ...]
     cwd: str
+    port: int | None = None  # TCP port it serves: `up` returns once it listens
 
 
 @dataclass(frozen=True)

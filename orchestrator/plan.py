@@ -162,6 +162,6 @@ def _service(lab: str, node: str, ns: str, s) -> m.ServiceProc:
         # The seed runs `python3 -m http.server 80` in each container. We serve a directory of our
         # own (naming the node) rather than whatever the daemon's cwd happens to be.
         argv = ("python3", "-m", "http.server", str(s.port))
-        return m.ServiceProc(node, ns, f"{node}/http:{s.port}", argv, www_dir(lab, node))
+        return m.ServiceProc(node, ns, f"{node}/http:{s.port}", argv, www_dir(lab, node), s.port)
     name = f"{node}/{s.argv[0].rsplit('/', 1)[-1]}" + (f":{s.port}" if s.port else "")
-    return m.ServiceProc(node, ns, name, tuple(s.argv), "/")
+    return m.ServiceProc(node, ns, name, tuple(s.argv), "/", s.port)

@@ -386,6 +386,8 @@ class Engine:
             if old:
                 services.stop(old)
             self.st.services[s2.name] = services.start(self.d.lab, s2)
+            if s2.port:  # done means serving: a curl right after `up` must not be refused
+                await services.listening(s2.ns, s2.port)
         else:  # pragma: no cover - diff only emits the verbs above
             raise ValueError(v)
 

@@ -85,3 +85,22 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+async def listening(ns: str | None, port: int, timeout: float = 5.0) -> bool:
+    """Wait until something accepts TCP connections on PORT inside NS (a fresh python3 http.server
+    takes 50-300 ms to bind on a busy machine)."""
+    import asyncio
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with netns.entered(ns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        finally:
+            s.close()
+        await asyncio.sleep(0.02)
+    return False

@@ -265,9 +265,10 @@ def test_daemon_degrades_gracefully_when_a_probe_fails(lab, start_daemon, tmp_pa
     # the tracer's failure costs the healer nothing
     lab.x("host", "ip link del veth1")
     assert wait_for(lambda: lab.ping("container1", "172.168.1.12"), timeout=5)
-    assert lab.ping("container1", "192.168.0.2", count=2)
-    assert _metric(d.metrics(), "bridgelab_datapath_packets_total", node="host", interface="veth1",
-                   hook="tc_ingress", protocol="icmp") >= 2
+    # the probes re-attach to the new veth once repairs are quiet (0.25 s): traffic is counted again
+    assert wait_for(lambda: lab.ping("container1", "192.168.0.2") and _metric(
+        d.metrics(), "bridgelab_datapath_packets_total", node="host", interface="veth1", hook="tc_ingress",
+        protocol="icmp") >= 1, timeout=10)
 
 
 def test_doctor_says_which_probes_attach_and_why():
