@@ -426,7 +426,7 @@ def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
                 + (f", delivered to {flow.target_node}" if flow.target_node and flow.target_node != flow.dst_node else ""),
                 "fix": None}
     left = [p for p in lv.packets if p["tuple"] and p["tuple"]["src"] == flow.src_addr]
-    unmasq = next((h for p in left for h in p["hops"] if h["interface"] == _uplink(d) and h["hook"] == "tc_egress"
+    unmasq = next((h for p in left for h in p["hops"] if h["interface"] == d.uplink and h["hook"] == "tc_egress"
                    and h.get("tuple", {}).get("src") == flow.src_addr), None)
     for f in findings:
         sentence = f.what
@@ -471,10 +471,6 @@ def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
     return {"works": False, "cause": "no_reply", "node": last["node"] if last else flow.src,
             "verdict": f"the request was last seen at {where} and no reply came back",
             "fix": "run `bridgelab trace --node " + flow.src + "` while retrying to see the path"}
-
-
-def _uplink(d: Desired) -> str:
-    return d.uplink
 
 
 def _drops(lv: Live) -> list:

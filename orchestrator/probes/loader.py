@@ -11,7 +11,6 @@ import errno
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
 from .. import logs, netns
@@ -427,9 +426,6 @@ class Probes:
                 out[name] = (ns, cnt)
         return out
 
-    def prog_fds(self) -> dict[str, int]:
-        return {f"{n}/{fn}": fd for n, fam in self.families.items() if fam.ok for fn, fd in fam.progs.items()}
-
     def table(self, family: str, name: str):
         fam = self.families[family]
         return fam.bpf[name] if fam.ok and fam.bpf is not None else None
@@ -489,14 +485,9 @@ def _close(fds: list[int]) -> None:
 def _ifindex(ns: str | None, ifname: str) -> int:
     with netns.entered(ns):
         try:
-            return socket_if_nametoindex(ifname)
+            return socket.if_nametoindex(ifname)
         except OSError:
             return 0
-
-
-def socket_if_nametoindex(name: str) -> int:
-    import socket
-    return socket.if_nametoindex(name)
 
 
 def _explain(e: BaseException) -> str:
