@@ -40,9 +40,32 @@ def root_snapshot() -> dict:
     return snap
 
 
+TEST_NS_PREFIXES = ("bl-t", "blt")
+
+
+def suite_namespaces() -> set[str]:
+    """Namespaces named the way this suite names its labs."""
+    if not os.path.isdir("/run/netns"):
+        return set()
+    return {n for n in os.listdir("/run/netns") if n.startswith(TEST_NS_PREFIXES)}
+
+
 def pytest_sessionstart(session):
     if os.geteuid() == 0:
         session.config._root_before = root_snapshot()
+        # A run killed mid-test (power loss, SIGKILL) leaves its lab behind. This run did not make
+        # it and must not be blamed for it, nor remove it: it may belong to a run still going.
+        session.config._stale_test_ns = suite_namespaces()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    stale = getattr(config, "_stale_test_ns", set()) & suite_namespaces()
+    if stale:
+        labs = sorted({n.split("-")[1] for n in stale if n.count("-") >= 2})
+        terminalreporter.write_line(
+            f"note: namespaces from an earlier, interrupted run were there before this one and are "
+            f"still there: {sorted(stale)}; remove them with `bridgelab down --lab NAME` for "
+            f"{labs}", yellow=True)
 
 
 class Lab:

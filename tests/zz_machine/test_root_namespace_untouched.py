@@ -1,10 +1,8 @@
 """Runs last (directory order): the machine's own namespace is as it was before the suite."""
 
-import os
-
 import pytest
 
-from tests.conftest import root_snapshot
+from tests.conftest import root_snapshot, suite_namespaces
 
 pytestmark = pytest.mark.kernel
 
@@ -15,5 +13,5 @@ def test_machine_namespace_identical_before_and_after_the_suite(request):
     after = root_snapshot()
     for key in before:
         assert after[key] == before[key], f"the machine's own namespace changed: {key}"
-    leftovers = [n for n in os.listdir("/run/netns") if n.startswith(("bl-t", "blt"))] if os.path.isdir("/run/netns") else []
+    leftovers = sorted(suite_namespaces() - request.config._stale_test_ns)
     assert not leftovers, f"tests left namespaces behind: {leftovers}"
