@@ -31,7 +31,7 @@ TRACEPOINT_PROBE(skb, kfree_skb) {
     u32 slot = SLOT(addr);
     struct seen *s = last_seen.lookup(&slot);
     u64 now = NOW();
-    if (!s || s->addr != addr || now - s->ts > ATTRIBUTION_NS) {
+    if (!s || s->addr != addr || now - s->ts > ATTRIBUTION) {
         u32 z = 0; u64 *u = drop_unattributed.lookup(&z);
         if (u) (*u)++;
         return 0;

@@ -10,6 +10,8 @@ struct tc_key {
 };
 
 BPF_PERCPU_HASH(tc_counts, struct tc_key, struct counter, 16384);
+struct tc_fast { u64 k0, k1; struct counter c; };    /* k0, k1: the tc_key's two words */
+BPF_PERCPU_ARRAY(tc_fast, struct tc_fast, FAST_SLOTS);
 
 #ifdef TRACE
 /* shared with the netfilter probes when compiled together (one compile unit, see loader.py) */
@@ -58,8 +60,16 @@ static __always_inline int point(struct __sk_buff *skb, u8 dir) {
     asm volatile("%0 = " "0x626c6e73636f6f6b" " ll" : "=r"(cookie));
     struct tc_key k = {.cookie = cookie, .ifindex = skb->ifindex, .dir = dir,
                        .proto = ip ? t.proto : 0};
-    struct counter zero = {}, *c = tc_counts.lookup_or_try_init(&k, &zero);
-    if (c) { c->packets++; c->bytes += skb->len; }
+    u64 k0 = k.cookie, k1 = *(u64 *)&k.ifindex;
+    u32 slot = fast_slot(k0, k1);
+    struct tc_fast *f = tc_fast.lookup(&slot);
+    if (f && f->k0 == 0) { f->k0 = k0; f->k1 = k1; }
+    if (f && f->k0 == k0 && f->k1 == k1) {
+        f->c.packets++; f->c.bytes += skb->len;
+    } else {
+        struct counter zero = {}, *c = tc_counts.lookup_or_try_init(&k, &zero);
+        if (c) { c->packets++; c->bytes += skb->len; }
+    }
 #ifdef TRACE
     if (!ip) return TC_ACT_UNSPEC;
     u32 hash = 0;

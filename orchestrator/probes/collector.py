@@ -46,6 +46,35 @@ def read_table(t, table: str) -> list:
     return out
 
 
+# the per-CPU direct-mapped fronts of tc_counts and nf_counts (common.h FAST_BITS): each CPU's
+# copy of a slot holds its own key, so these are read as (key, counter) entries, not by key
+FAST = {"tc_counts": ("tc_fast", "<QIBB2xQQ"), "nf_counts": ("nf_fast", "<QIIB7xQQ")}
+
+
+def fast_entries(t, table: str) -> list[tuple[int, list[tuple | None]]]:
+    """(slot, [the entry of each CPU, None where free]) for the slots some CPU holds."""
+    fmt = FAST[table][1]
+    size = struct.calcsize(fmt)
+    raw = links.dump_percpu_array(t.map_fd, size, int(getattr(t, "max_entries", 2048)))
+    ncpu, vsz = links.NCPU, (size + 7) // 8 * 8
+    # most slots are free and a key's first word is a netns cookie, never 0: find the held ones
+    # by that word alone before unpacking anything (this runs at every scrape)
+    first = memoryview(raw).cast("Q")[::vsz // 8]
+    held: dict[int, list] = {}
+    for i in [i for i, w in enumerate(first) if w]:
+        held.setdefault(i // ncpu, [None] * ncpu)[i % ncpu] = struct.unpack_from(fmt, raw, i * vsz)
+    return sorted(held.items())
+
+
+def _fast_items(table: str, entries) -> list:
+    """Entries as read_table gives rows: (key, [counter]), one per (slot, CPU) holding a key."""
+    kf = LAYOUTS[table][1]
+    n = len(kf)
+    # a slot caught between its claim and its first count holds no packet yet: no series for it
+    return [(SimpleNamespace(**dict(zip(kf, e[:n]))), [SimpleNamespace(packets=e[n], bytes=e[n + 1])])
+            for _, per_cpu in entries for e in per_cpu if e and e[n]]
+
+
 def _sum(v, attr=None):
     return sum(getattr(x, attr) for x in v) if attr else sum(int(x) for x in v)
 
@@ -94,6 +123,7 @@ class ProbeCollector:
                 if t is None:
                     continue
                 gone = [(k, v) for k, v in t.items() if stale(k)]
+                moved += self._fold_fast(fam, table, stale)
                 if not gone:
                     continue
                 part = self._label(fam, table, gone)
@@ -108,6 +138,33 @@ class ProbeCollector:
                 moved += len(gone)
         return moved
 
+    def _fold_fast(self, fam: str, table: str, stale) -> int:
+        """Fold the fast slots whose key is stale into carry and free them for live keys. A slot
+        is written for all CPUs at once: a live entry of another CPU in the same slot is written
+        back as read, so a packet counted there during the few microseconds between read and
+        write would go uncounted (never counted twice, never backwards)."""
+        if table not in FAST:
+            return 0
+        t = self.p.table(fam, FAST[table][0])
+        if t is None:
+            return 0
+        fmt = FAST[table][1]
+        size = struct.calcsize(fmt)
+        kf = LAYOUTS[table][1]
+        moved = 0
+        for slot, per_cpu in fast_entries(t, table):
+            dead = [e for e in per_cpu if e and stale(SimpleNamespace(**dict(zip(kf, e[:len(kf)]))))]
+            if not dead:
+                continue
+            part = self._label(fam, table, _fast_items(table, [(slot, dead)]))
+            for name, rows in part.items():
+                for key, v in rows.items():
+                    self.carry[name][key] = self.carry[name].get(key, 0) + v
+            keep = [struct.pack(fmt, *e) if e and e not in dead else bytes(size) for e in per_cpu]
+            links.update_percpu(t.map_fd, struct.pack("<I", slot), keep, size)
+            moved += len(dead)
+        return moved
+
     def samples(self) -> dict:
         """Everything the maps hold plus what was folded out of them, labelled:
         {family: {labels tuple: value}}."""
@@ -116,7 +173,11 @@ class ProbeCollector:
             for fam, table in (("tc", "tc_counts"), ("nf", "nf_counts"), ("drops", "drop_counts"), ("nf", "nat_counts")):
                 t = self.p.table(fam, table) if (table != "nat_counts" or self.p.read_packet) else None
                 if t is not None:
-                    for name, rows in self._label(fam, table, read_table(t, table)).items():
+                    items = read_table(t, table)
+                    ft = self.p.table(fam, FAST[table][0]) if table in FAST else None
+                    if ft is not None:
+                        items += _fast_items(table, fast_entries(ft, table))
+                    for name, rows in self._label(fam, table, items).items():
                         for key, v in rows.items():
                             out[name][key] = out[name].get(key, 0) + v
             for name, rows in self.carry.items():

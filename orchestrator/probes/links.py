@@ -126,3 +126,32 @@ def dump_map(fd: int, key_size: int, value_size: int, percpu: bool, max_entries:
             raise OSError(err, os.strerror(err))
         in_batch.raw = out_batch.raw
         first = False
+
+
+def dump_percpu_array(fd: int, value_size: int, max_entries: int) -> bytes:
+    """Every value of a per-CPU array, raw: entry-major, CPU-minor, each value padded to 8 bytes
+    as the kernel copies them. One buffer, no per-entry Python objects (read at every scrape)."""
+    vsz = (value_size + 7) // 8 * 8
+    keys = ctypes.create_string_buffer(max_entries * 4)
+    vals = ctypes.create_string_buffer(max_entries * vsz * NCPU)
+    out_batch = ctypes.create_string_buffer(8)
+    attr = struct.pack("<QQQQIIQQ", 0, ctypes.addressof(out_batch), ctypes.addressof(keys),
+                       ctypes.addressof(vals), max_entries, fd, 0, 0)
+    buf = ctypes.create_string_buffer(attr, 128)
+    r = _libc.syscall(_SYS_BPF, _BPF_MAP_LOOKUP_BATCH, buf, len(attr))
+    err = ctypes.get_errno() if r < 0 else 0
+    got = struct.unpack_from("<I", buf.raw, 32)[0]
+    if r < 0 and err != 2:   # ENOENT: all of it came in this batch
+        raise OSError(err, os.strerror(err))
+    return vals.raw[:got * vsz * NCPU]
+
+
+_BPF_MAP_UPDATE_ELEM = 2
+
+
+def update_percpu(fd: int, key: bytes, values: list[bytes], value_size: int) -> None:
+    """Write one element of a per-CPU map: VALUES holds each possible CPU's value in order."""
+    vsz = (value_size + 7) // 8 * 8
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    vbuf = ctypes.create_string_buffer(b"".join(v.ljust(vsz, b"\0") for v in values), vsz * len(values))
+    _bpf(_BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", fd, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf), 0))

@@ -69,6 +69,21 @@ def _kernel_offsets() -> list[str]:
     return [f"-D{k}={b.member(s, m)[0]}" for k, (s, m) in want.items()]
 
 
+def kernel_hz() -> tuple[int, str]:
+    """CONFIG_HZ of the running kernel and where it was read; 1000 (the highest usual value, so
+    the shortest window a jiffies count can mean) when the kernel's config cannot be found."""
+    import gzip
+    for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{os.uname().release}", open)):
+        try:
+            with opener(path, "rt") as f:
+                for line in f:
+                    if line.startswith("CONFIG_HZ="):
+                        return int(line.split("=", 1)[1]), path
+        except (OSError, ValueError):
+            continue
+    return 1000, "assumed (no kernel config found)"
+
+
 def _consumed_max() -> int:
     reasons = btf.kernel().enum("skb_drop_reason")
     return max(reasons.get("SKB_CONSUMED", 1), reasons.get("SKB_NOT_DROPPED_YET", 0))
@@ -76,8 +91,9 @@ def _consumed_max() -> int:
 
 class Probes:
     def __init__(self, lab: str, trace: TraceFilter | None = None, read_packet: bool | None = None,
-                 ring_pages: int = 256, probe_dir: str | None = None):
+                 ring_pages: int = 256, probe_dir: str | None = None, fast_bits: int = 11):
         self.lab = lab
+        self.fast_bits = fast_bits   # log2 of the counters' fast slots (common.h); tests make it tiny
         self.trace = trace
         self.probe_dir = probe_dir or PROBE_DIR
         self.ring_pages = ring_pages
@@ -101,7 +117,13 @@ class Probes:
     # ---------------------------------------------------------------- compile
     def _cflags(self, families: list[str]) -> list[str]:
         f = ["-w", f"-I{self.probe_dir}", f"-DRING_PAGES={self.ring_pages}",
-             f"-DSKB_CONSUMED_MAX={_consumed_max()}", "-DATTRIBUTION_NS=200000000ULL", *_kernel_offsets()]
+             f"-DSKB_CONSUMED_MAX={_consumed_max()}", f"-DFAST_BITS={self.fast_bits}", *_kernel_offsets()]
+        # 200 ms in the unit of the probes' clock (common.h NOW())
+        hz, where = kernel_hz()
+        if self.trace is None and where.startswith("assumed"):
+            log.info("kernel HZ unknown: drop attribution window is 200 jiffies (200 ms at HZ=1000, "
+                     "longer at a lower HZ)", hz=hz, source=where)
+        f.append("-DATTRIBUTION=200000000ULL" if self.trace is not None else f"-DATTRIBUTION={max(1, hz // 5)}ULL")
         if self.trace is not None:
             t = self.trace
             f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
@@ -127,7 +149,8 @@ class Probes:
             pass
         self._plan = {
             "tc": [("tc_ingress", BPF.SCHED_CLS, -1), ("tc_egress", BPF.SCHED_CLS, -1)],
-            "nf": [(f"nf_p{p.id}", 32, at_nf) for p in NF_POINTS],       # BPF_PROG_TYPE_NETFILTER
+            "nf": [(f"nf_p{p.id}", 32, at_nf) for p in NF_POINTS]        # BPF_PROG_TYPE_NETFILTER
+                  + [(f"nf_c{p.id}", 32, at_nf) for p in NF_POINTS if p.name in CONTAINER_POINTS],
             "drops": [],                                                  # TRACEPOINT_PROBE attaches itself
             "fdb": [],
         }
@@ -360,7 +383,8 @@ class Probes:
             for p in NF_POINTS if full else [p for p in NF_POINTS if p.name in CONTAINER_POINTS]:
                 for k in range(MAX_SHIFT):
                     try:
-                        fds.append(links.netfilter(nf.progs[f"nf_p{p.id}"], ns, p.hook, p.priority + k * p.step))
+                        prog = nf.progs[f"nf_p{p.id}" if full else f"nf_c{p.id}"]
+                        fds.append(links.netfilter(prog, ns, p.hook, p.priority + k * p.step))
                         break
                     except OSError as e:
                         if e.errno != errno.EBUSY or k == MAX_SHIFT - 1:
