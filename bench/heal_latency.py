@@ -191,6 +191,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--kinds", default="")
     ap.add_argument("--no-probes", action="store_true", help="the daemon without its eBPF probes (a baseline)")
+    ap.add_argument("--slow-ms", type=float, default=250, help="list trials whose traffic took longer than this")
+    ap.add_argument("--pcap", default="", help="a directory: tcpdump -i any in the host and container1 "
+                    "namespaces for the whole run (to see what a slow trial waited for)")
     args = ap.parse_args()
     lab = "h" + secrets.token_hex(3)
     seed = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
@@ -208,25 +211,45 @@ def main() -> None:
                     args.no_probes or "probes ready" in open(log.name).read()):
                 break  # measure a settled daemon, not one still compiling its probes
             time.sleep(0.05)
+        caps = []
+        if args.pcap:
+            os.makedirs(args.pcap, exist_ok=True)
+            for node in ("host", "container1", "container2"):
+                caps.append(subprocess.Popen(["ip", "netns", "exec", f"bl-{lab}-{node}", "tcpdump", "-i", "any", "-nn",
+                                              "-w", os.path.join(args.pcap, f"{node}.pcap"), "arp or icmp"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # the bridge's own view of its ports (state changes), stamped, beside the captures
+            caps.append(subprocess.Popen(["ip", "netns", "exec", f"bl-{lab}-host", "bridge", "-timestamp", "monitor",
+                                          "link"], stdout=open(os.path.join(args.pcap, "bridge-monitor.txt"), "w"),
+                                         stderr=subprocess.DEVNULL))
+            time.sleep(1)
         b = Bench(lab, f.name)
         faults = b.faults()
         kinds = args.kinds.split(",") if args.kinds else list(faults)
 
         async def run_all():
             for kind in kinds:
-                restored, traffic = [], []
+                restored, traffic, slow = [], [], []
                 for _ in range(args.trials):
+                    at = time.time()
                     r, t = await b.trial(*faults[kind])
                     restored.append(r)
                     traffic.append(t)
+                    if t * 1000 > args.slow_ms:
+                        slow.append({"started": round(at, 3), "restored_ms": round(r * 1000, 1),
+                                     "traffic_ms": round(t * 1000, 1)})
                 out["results"][kind] = {
                     "restored_ms": {"p50": pct(restored, 50), "p95": pct(restored, 95), "p99": pct(restored, 99)},
                     "traffic_ms": {"p50": pct(traffic, 50), "p95": pct(traffic, 95), "p99": pct(traffic, 99)},
                     "mean_restored_ms": round(1000 * statistics.mean(restored), 1),
+                    "slow_trials": slow,
                 }
                 print(kind, out["results"][kind], file=sys.stderr)
         asyncio.run(run_all())
     finally:
+        for c in locals().get("caps", []):
+            c.send_signal(signal.SIGINT)
+            c.wait(timeout=10)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=10)
         subprocess.run([sys.executable, "-m", "orchestrator", "down", "--lab", lab], cwd=ROOT,

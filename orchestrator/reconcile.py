@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 from . import model as m
 from .model import ConflictError
-from . import netns
+from . import logs, netns
 from .adapters import forward, nft, services, sysctl
 from .adapters.rtnl import NsState, RouteEntry, Rtnl
 from .state import State
+
+log = logs.get("bridgelab.reconcile")
 
 # Phases run in order; the actions of one phase run concurrently.
 P_NS, P_UNLINK, P_BRIDGE, P_VETH, P_LINK, P_PORT, P_ADDR, P_ROUTE, P_SYSCTL, P_NFT, P_SERVICE = range(11)
@@ -294,6 +296,8 @@ class Engine:
             for a, r in zip(batch, results):
                 if isinstance(r, BaseException):
                     errors.append((a, f"{type(r).__name__}: {r}"))
+            if phase == P_LINK and not errors:
+                await self._until_transmitting(acts)
             self.phase_seconds[phase] = time.perf_counter() - t0
             if errors:
                 break  # later phases build on this one
@@ -319,6 +323,34 @@ class Engine:
                     self._ns_ino[a.target] = netns.inode(a.target)
                     self.index[(a.target, "lo")] = 1
         return []
+
+    async def _until_transmitting(self, acts: list[Action], limit: float = 1.0) -> None:
+        """Addresses and routes come after the links can carry traffic both ways. A veth end
+        that was already up when its peer came up (the bridge port of a pair made anew, a
+        container's end when its port is set up again) drops what is sent through it until the
+        kernel's linkwatch work attaches its qdisc; a container given its address in that gap
+        may have its first ARP answered into nothing and then wait a second to ask again (seen
+        in 1 of ~100 heals of a deleted veth). Usually no wait at all: one link dump per
+        namespace of such peers (all bridge ports: one). Bounded: past LIMIT the pass goes on
+        and says so."""
+        ends = peers_to_await(self.d, acts)
+        if not ends:
+            return
+        t0 = time.monotonic()
+        deadline, polls = t0 + limit, 0
+        while True:
+            waiting = {ns: await self.rtnl.not_yet_transmitting(ns, names) for ns, names in ends.items()}
+            ends = {ns: names for ns, names in waiting.items() if names}
+            if not ends:
+                if polls:  # rare, and the reason a pass took longer: worth a line
+                    log.info("waited for links to transmit", ms=round(1000 * (time.monotonic() - t0), 2), polls=polls)
+                return
+            polls += 1
+            if time.monotonic() > deadline:
+                log.warning("links still not transmitting; going on", links={str(k): sorted(v) for k, v in ends.items()},
+                            waited_s=limit)
+                return
+            await asyncio.sleep(0.001)
 
     @staticmethod
     def _alias(ns: str | None, alias: str) -> str | None:
@@ -390,6 +422,19 @@ class Engine:
                 await services.listening(s2.ns, s2.port)
         else:  # pragma: no cover - diff only emits the verbs above
             raise ValueError(v)
+
+
+def peers_to_await(d: m.Desired, acts: list[Action]) -> dict[str | None, set[str]]:
+    """{namespace: veth ends} to see transmitting before addresses go on: the peer of every
+    veth end this pass sets up. The end set up gets working queues as it opens; its peer, up
+    already, gets them from linkwatch, later."""
+    peer = {(e.ns, e.name): o for v in d.veths for e, o in ((v.a, v.b), (v.b, v.a))}
+    out: dict[str | None, set[str]] = {}
+    for a in acts:
+        p = peer.get((a.ns, a.target)) if a.verb == "set-up" else None
+        if p is not None:
+            out.setdefault(p.ns, set()).add(p.name)
+    return out
 
 
 def _running(rec: dict | None) -> bool:

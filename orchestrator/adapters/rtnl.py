@@ -26,6 +26,7 @@ from .. import netns
 from ..model import ROUTE_PROTO
 
 IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000  # carrier
 RT_TABLE_MAIN = 254
 AF_BRIDGE = 7
 IFLA_BRPORT_MODE = 4
@@ -161,6 +162,22 @@ class Rtnl:
                 proto=msg["proto"],
             ))
         return st
+
+    async def not_yet_transmitting(self, ns: str | None, names: set[str]) -> set[str]:
+        """Of NAMES, the links that are up with carrier whose carrier the kernel's linkwatch work
+        has not processed yet (operstate not UP): until it has, their transmit queues still hold
+        the noop qdisc, which drops everything. A veth end already up when its peer comes up gets
+        carrier at once but working queues only later, asynchronously (milliseconds; longer on a
+        busy machine): a bridge forwarding a container's ARP reply into it in between loses it,
+        and the container asks again only after a second (its neighbour retransmit time). The
+        link's own IFLA_QDISC already names the real qdisc then: it cannot tell."""
+        out = set()
+        async for msg in await self.handle(ns).link("dump"):
+            name = msg.get("ifname")
+            if name in names and msg["flags"] & IFF_UP and msg["flags"] & IFF_LOWER_UP \
+                    and msg.get("operstate") != "UP":
+                out.add(name)
+        return out
 
     # ------------------------------------------------------------------ act
 

@@ -8,7 +8,7 @@ from orchestrator import model as m
 from orchestrator import plan, spec
 from orchestrator.adapters.rtnl import Link, NsState, RouteEntry
 from orchestrator.nftrender import table_name
-from orchestrator.reconcile import ConflictError, Observed, diff, text_sha
+from orchestrator.reconcile import ConflictError, Observed, diff, peers_to_await, text_sha
 from orchestrator.state import State
 
 SEED = spec.load("examples/seed.yaml")
@@ -163,3 +163,14 @@ def test_foreign_forward_drop_chain_gets_our_accepts_once():
     acts = diff(d, obs, st)
     assert verbs(acts) == [("open-forward", "ip filter FORWARD")]
     assert acts[0].obj[1] == "br0"
+
+
+def test_addresses_wait_only_for_the_peers_of_ends_set_up():
+    d = plan.desired(SEED, "sandbox")
+    obs, st = whole(d)
+    del obs.ns["bl-seed-host"].links["veth1"]     # the pair is made anew: eth1 is set up
+    obs.ns["bl-seed-host"].links["veth2"].up = False   # a port set down: veth2 is set up again
+    waits = peers_to_await(d, diff(d, obs, st))
+    # veth1 was created up before eth1 came up; eth2 was up before veth2 came up again
+    assert waits == {"bl-seed-host": {"veth1"}, "bl-seed-container2": {"eth2"}}
+    assert peers_to_await(d, diff(d, *whole(d))) == {}
