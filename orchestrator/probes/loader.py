@@ -118,12 +118,15 @@ class Probes:
     def _cflags(self, families: list[str]) -> list[str]:
         f = ["-w", f"-I{self.probe_dir}", f"-DRING_PAGES={self.ring_pages}",
              f"-DSKB_CONSUMED_MAX={_consumed_max()}", f"-DFAST_BITS={self.fast_bits}", *_kernel_offsets()]
-        # 200 ms in the unit of the probes' clock (common.h NOW())
-        hz, where = kernel_hz()
-        if self.trace is None and where.startswith("assumed"):
-            log.info("kernel HZ unknown: drop attribution window is 200 jiffies (200 ms at HZ=1000, "
-                     "longer at a lower HZ)", hz=hz, source=where)
-        f.append("-DATTRIBUTION=200000000ULL" if self.trace is not None else f"-DATTRIBUTION={max(1, hz // 5)}ULL")
+        # 200 ms in the unit of the probes' clock (common.h NOW()): nanoseconds in a trace, jiffies
+        if self.trace is not None:
+            f.append("-DATTRIBUTION=200000000ULL")
+        else:
+            hz, where = kernel_hz()
+            if where.startswith("assumed"):
+                log.info("kernel HZ unknown: drop attribution window is 200 jiffies (200 ms at HZ=1000, "
+                         "longer at a lower HZ)", hz=hz, source=where)
+            f.append(f"-DATTRIBUTION={max(1, hz // 5)}ULL")
         if self.trace is not None:
             t = self.trace
             f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
