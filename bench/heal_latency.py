@@ -205,13 +205,13 @@ def main() -> None:
                                "--flap-heals", "100000", *(["--no-probes"] if args.no_probes else [])],
                               stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     out = {"trials": args.trials, "probes": not args.no_probes, "results": {}}
+    caps: list[subprocess.Popen] = []
     try:
         for _ in range(200):
             if os.path.exists(f"/run/bridgelab/{lab}/daemon.json") and (
                     args.no_probes or "probes ready" in open(log.name).read()):
                 break  # measure a settled daemon, not one still compiling its probes
             time.sleep(0.05)
-        caps = []
         if args.pcap:
             os.makedirs(args.pcap, exist_ok=True)
             for node in ("host", "container1", "container2"):
@@ -247,7 +247,7 @@ def main() -> None:
                 print(kind, out["results"][kind], file=sys.stderr)
         asyncio.run(run_all())
     finally:
-        for c in locals().get("caps", []):
+        for c in caps:
             c.send_signal(signal.SIGINT)
             c.wait(timeout=10)
         daemon.send_signal(signal.SIGTERM)

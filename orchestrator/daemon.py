@@ -397,7 +397,7 @@ class Daemon:
             samples = await asyncio.to_thread(col.drop_samples)
             for f in fresh:
                 f["sample"] = samples.get((f["node"], f["hook"], f["reason"]))
-            droplog.append(self.d.lab, fresh)
+            await asyncio.to_thread(droplog.append, self.d.lab, fresh)  # may trim the file: off the loop
 
     async def watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

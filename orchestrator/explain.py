@@ -30,7 +30,7 @@ from .model import Desired
 from .spec import Spec
 
 EXIT_WORKS, EXIT_BROKEN, EXIT_INPUT = 0, 1, 2
-SCENERY = ("gateway", "client", "internet", "lan")
+SCENERY = ("gateway", "client", "internet", "lan")   # this order ranks their findings
 
 
 class InputError(ValueError):
@@ -149,8 +149,7 @@ def _in_ns(ns: str | None) -> str:
 
 async def static(flow: Flow, spec: Spec, d: Desired, file_hint: str) -> list[Finding]:
     from .reconcile import Engine
-    node_of = {ns: n for n, ns in d.nodes.items()}
-    node_of.setdefault(d.host_ns, "host")
+    node_of = {ns: n for n, ns in d.nodes.items()}   # "host" is a node: the host namespace is named
     order = {flow.src_ns: 0, d.host_ns: 1}
     for n in (flow.dst_node, flow.target_node):
         if n in d.nodes:
@@ -418,9 +417,9 @@ def live(flow: Flow, d: Desired) -> Live:
 
 def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
     # a UDP datagram has no answer to wait for: it works if the trace saw it delivered
-    works = lv.result in ("replied", "connected") or (lv.result == "sent" and not _drops(lv) and any(
-        p["verdict"].startswith(("delivered", "arrived")) for p in lv.packets))
     drops = _drops(lv)
+    works = lv.result in ("replied", "connected") or (lv.result == "sent" and not drops and any(
+        p["verdict"].startswith(("delivered", "arrived")) for p in lv.packets))
     if works:  # a drop seen beside a success is a copy's (a flooded frame, a raw socket's clone)
         return {"works": True, "cause": None, "verdict": f"{flow.src} → {flow.dst} ({flow.proto}) works"
                 + (f", delivered to {flow.target_node}" if flow.target_node and flow.target_node != flow.dst_node else ""),
@@ -497,7 +496,7 @@ def run(spec: Spec, d: Desired, args, file_hint: str) -> int:
         findings = asyncio.run(static(flow, spec, d, file_hint))
         lv = live(flow, d)
         out = verdict(flow, findings, lv, d)
-    report = {"flow": {k: v for k, v in asdict(flow).items()}, **out,
+    report = {"flow": asdict(flow), **out,
               "static": [asdict(f) for f in findings], "live": {"result": lv.result, "packets": lv.packets,
                                                                  "nft_trace_drops": lv.rules, "degraded": lv.degraded}}
     if args.json:

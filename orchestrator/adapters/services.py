@@ -4,8 +4,10 @@ ours), stopped by pid."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,8 +92,6 @@ def reap(pid: int) -> None:
 async def listening(ns: str | None, port: int, timeout: float = 5.0) -> bool:
     """Wait until something accepts TCP connections on PORT inside NS (a fresh python3 http.server
     takes 50-300 ms to bind on a busy machine)."""
-    import asyncio
-    import socket
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with netns.entered(ns):

@@ -24,7 +24,9 @@ PROBE_DIR = os.environ.get("BRIDGELAB_PROBE_DIR") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "probes")
 FAMILIES = ("tc", "nf", "drops", "fdb")
 SCENERY = ("lan", "gateway", "client", "internet")
-CONTAINER_POINTS = ("prerouting", "output")
+# a container's own hops add nothing to the metrics but the drops inside it: where its packets
+# enter and leave its stack is enough to attribute those (programs nf_cN: no packet reads)
+CONTAINER_NF = tuple(p for p in NF_POINTS if p.name in ("prerouting", "output"))
 _PLACEHOLDER = 0x626C6E73636F6F6B  # "blnscook", NS_COOKIE in tc_points.c
 SOURCES = {"tc": "tc_points.c", "nf": "nf_hooks.c", "drops": "drops.c", "fdb": "bridge_fdb.c"}
 
@@ -118,19 +120,18 @@ class Probes:
     def _cflags(self, families: list[str]) -> list[str]:
         f = ["-w", f"-I{self.probe_dir}", f"-DRING_PAGES={self.ring_pages}",
              f"-DSKB_CONSUMED_MAX={_consumed_max()}", f"-DFAST_BITS={self.fast_bits}", *_kernel_offsets()]
-        # 200 ms in the unit of the probes' clock (common.h NOW()): nanoseconds in a trace, jiffies
+        # the drop attribution window, 200 ms, in the unit of the probes' clock (common.h NOW()):
+        # nanoseconds in a trace, jiffies for the metrics probes
         if self.trace is not None:
-            f.append("-DATTRIBUTION=200000000ULL")
+            t = self.trace
+            f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
+                  f"-DF_PORT={t.port}", "-DATTRIBUTION=200000000ULL"]
         else:
             hz, where = kernel_hz()
             if where.startswith("assumed"):
                 log.info("kernel HZ unknown: drop attribution window is 200 jiffies (200 ms at HZ=1000, "
                          "longer at a lower HZ)", hz=hz, source=where)
             f.append(f"-DATTRIBUTION={max(1, hz // 5)}ULL")
-        if self.trace is not None:
-            t = self.trace
-            f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
-                  f"-DF_PORT={t.port}"]
         if "nf" in families and self.read_packet:
             f.append("-DREAD_PACKET")
         if "nf" in families and "tc" in families:
@@ -153,7 +154,7 @@ class Probes:
         self._plan = {
             "tc": [("tc_ingress", BPF.SCHED_CLS, -1), ("tc_egress", BPF.SCHED_CLS, -1)],
             "nf": [(f"nf_p{p.id}", 32, at_nf) for p in NF_POINTS]        # BPF_PROG_TYPE_NETFILTER
-                  + [(f"nf_c{p.id}", 32, at_nf) for p in NF_POINTS if p.name in CONTAINER_POINTS],
+                  + [(f"nf_c{p.id}", 32, at_nf) for p in CONTAINER_NF],
             "drops": [],                                                  # TRACEPOINT_PROBE attaches itself
             "fdb": [],
         }
@@ -286,39 +287,33 @@ class Probes:
             want_if[(d.host_ns, d.uplink)] = None
         cookies: dict[int, str] = {}
         ifnames: dict[tuple[int, int], str] = {}
+        seen: dict[str | None, tuple[int, int, dict[str, int]]] = {}   # ns -> inode, cookie, devices
         for ns in d.managed_ns():
             if ns is not None and not netns.exists(ns):
                 continue
             try:
                 ino = netns.inode(ns)
                 cookie = links.netns_cookie(ns)
+                with netns.entered(ns):
+                    devices = {name: idx for idx, name in socket.if_nameindex()}
             except OSError:
                 continue
+            seen[ns] = (ino, cookie, devices)
             cookies[cookie] = node_of.get(ns, ns or "host")
             # every device of the namespace gets a name now (a stranger's is "other"), so a count
             # never changes label later, which would make its counter fall
-            try:
-                with netns.entered(ns):
-                    for idx, _name in socket.if_nameindex():
-                        ifnames[(cookie, idx)] = "other"
-            except OSError:
-                pass
+            for idx in devices.values():
+                ifnames[(cookie, idx)] = "other"
             ifnames[(cookie, 1)] = "lo"
             if ns not in skip:
                 made += self._sync_nf(ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or self.trace is not None))
         tc = self.families["tc"]
         live = set()
         for (ns, ifname) in want_if:
-            if ns is not None and not netns.exists(ns):
+            if ns not in seen or not seen[ns][2].get(ifname):
                 continue
-            try:
-                ino = netns.inode(ns)
-                cookie = links.netns_cookie(ns)
-                ifindex = _ifindex(ns, ifname)
-            except OSError:
-                continue
-            if not ifindex:
-                continue
+            ino, cookie, devices = seen[ns]
+            ifindex = devices[ifname]
             ifnames[(cookie, ifindex)] = ifname
             live.add((ns, ifname))
             if not tc.ok:
@@ -381,12 +376,10 @@ class Probes:
             _close(cur.fds)
         fds = []
         try:
-            # a container's own hops add nothing to the metrics but the drops inside it: where
-            # its packets enter and leave its stack is enough to attribute those
-            for p in NF_POINTS if full else [p for p in NF_POINTS if p.name in CONTAINER_POINTS]:
+            for p in NF_POINTS if full else CONTAINER_NF:
+                prog = nf.progs[f"nf_p{p.id}" if full else f"nf_c{p.id}"]
                 for k in range(MAX_SHIFT):
                     try:
-                        prog = nf.progs[f"nf_p{p.id}" if full else f"nf_c{p.id}"]
                         fds.append(links.netfilter(prog, ns, p.hook, p.priority + k * p.step))
                         break
                     except OSError as e:
@@ -507,14 +500,6 @@ def _close(fds: list[int]) -> None:
         except OSError:
             pass
     fds.clear()
-
-
-def _ifindex(ns: str | None, ifname: str) -> int:
-    with netns.entered(ns):
-        try:
-            return socket.if_nametoindex(ifname)
-        except OSError:
-            return 0
 
 
 def _explain(e: BaseException) -> str:

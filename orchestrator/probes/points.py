@@ -19,7 +19,7 @@ class NfPoint:
     hook: int
     priority: int
     why: str
-    step: int = 0    # where to move if the priority is taken (another bridgelab probe): away from NAT
+    step: int        # where to move if the priority is taken (another bridgelab probe): away from NAT
 
 
 NF_POINTS = (
