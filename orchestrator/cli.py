@@ -19,7 +19,7 @@ import sys
 from . import logs, netns, plan
 from .model import ConflictError
 from . import spec as specmod
-from .state import State
+from .state import State, UnsafeLabName
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_CONFLICT, EXIT_NOT_UP = 0, 1, 2, 3, 4
 
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
         return EXIT_CONFLICT
+    except UnsafeLabName as e:
+        print(f"bridgelab: {e}; nothing was changed", file=sys.stderr)
+        return EXIT_INPUT
 
 
 def cmd_validate(args, spec) -> int:
@@ -212,7 +215,13 @@ def cmd_run(args, spec) -> int:
 def cmd_down(args, spec) -> int:
     from .teardown import teardown
 
-    lab = args.lab or spec.lab
+    from .state import UnsafeLabName, check_lab
+    lab = spec.lab if args.lab is None else args.lab
+    try:
+        check_lab(lab)
+    except UnsafeLabName as e:
+        print(f"bridgelab down: --lab: {e}; nothing was removed", file=sys.stderr)
+        return EXIT_INPUT
     done = asyncio.run(teardown(lab))
     if args.json:
         print(json.dumps({"lab": lab, "removed": done}, indent=1))

@@ -8,11 +8,34 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 
-RUN_DIR = os.environ.get("BRIDGELAB_RUN_DIR", "/run/bridgelab")
+RUN_DIR = os.path.abspath(os.environ.get("BRIDGELAB_RUN_DIR", "/run/bridgelab"))
+
+
+class UnsafeLabName(ValueError):
+    """A lab name that is not one (the spec's rule): never used to build a path or a name."""
+
+
+def check_lab(lab: object) -> str:
+    """LAB as a lab name, or UnsafeLabName. Every lab name, from the CLI, a file, a state file or
+    the environment, passes here before it is part of a path, a namespace or an nft name."""
+    from .spec import LAB_RE
+    if not isinstance(lab, str) or not LAB_RE.match(lab):
+        raise UnsafeLabName(f"{lab!r} is not a lab name: 1-12 characters, a lowercase letter, then "
+                            "lowercase letters, digits or '_'")
+    return lab
+
+
+def inside(root: str, *parts: str) -> str:
+    """ROOT/PARTS..., refused unless it stays inside ROOT once resolved (no '..', no symlink out)."""
+    root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, path]) != root or path == root:
+        raise UnsafeLabName(f"{os.path.join(*parts)!r} leaves {root}")
+    return path
 
 
 def lab_dir(lab: str) -> str:
-    return os.path.join(RUN_DIR, lab)
+    return inside(RUN_DIR, check_lab(lab))
 
 
 @dataclass
@@ -28,9 +51,12 @@ class State:
     def load(cls, lab: str) -> State | None:
         try:
             with open(os.path.join(lab_dir(lab), "state.json")) as f:
-                return cls(**json.load(f))
+                raw = json.load(f)
         except FileNotFoundError:
             return None
+        if raw.get("lab") != lab:  # a state file naming another lab is not this one's
+            raise UnsafeLabName(f"the state file of lab {lab} names lab {raw.get('lab')!r}")
+        return cls(**raw)
 
     def save(self) -> None:
         d = lab_dir(self.lab)

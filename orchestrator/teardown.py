@@ -24,7 +24,10 @@ async def teardown(lab: str, rtnl=None) -> list[str]:
         for name in names:
             rtnl.forget(name)
     done += [f"delete-ns {name}" for name in netns.remove_many(names)]
-    if st is None or st.mode == "host":
+    # Host mode acts on the namespace we are called from: only for a lab whose state says it was
+    # built in host mode. Without a state file we do not know where it was built, and guessing
+    # "here" once removed links and tables from whatever namespace `down` was run in.
+    if st is not None and st.mode == "host":
         # only now pay for pyroute2 and libnftables: a sandbox lab is gone with its namespaces
         from .adapters import forward, nft
         from .adapters.rtnl import Rtnl
