@@ -24,9 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from orchestrator import plan, spec  # noqa: E402
-from orchestrator.reconcile import Engine  # noqa: E402
-from orchestrator.teardown import teardown  # noqa: E402
+from orchestrator.lab import desired as plan  # noqa: E402
+from orchestrator.lab import spec  # noqa: E402
+from orchestrator.reconcile.engine import Engine  # noqa: E402
+from orchestrator.reconcile.teardown import teardown  # noqa: E402
 
 
 def topology(lab: str, n: int) -> dict:

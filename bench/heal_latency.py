@@ -26,10 +26,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from orchestrator import netns, plan, spec  # noqa: E402
+from orchestrator.adapters import netns  # noqa: E402
+from orchestrator.lab import desired as plan  # noqa: E402
+from orchestrator.lab import spec  # noqa: E402
 from orchestrator.adapters import nft, sysctl  # noqa: E402
 from orchestrator.adapters.rtnl import Rtnl  # noqa: E402
-from orchestrator.reconcile import Engine  # noqa: E402
+from orchestrator.reconcile.engine import Engine  # noqa: E402
 
 
 def icmp_echo(ns: str, dst: str, timeout: float = 0.02) -> bool:

@@ -32,7 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from orchestrator import logs, plan, spec  # noqa: E402
+from orchestrator import logs  # noqa: E402
+from orchestrator.lab import desired as plan  # noqa: E402
+from orchestrator.lab import spec  # noqa: E402
 from orchestrator.probes import links  # noqa: E402
 from orchestrator.probes.loader import Probes, TraceFilter  # noqa: E402
 

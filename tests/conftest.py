@@ -58,7 +58,35 @@ def pytest_sessionstart(session):
         session.config._stale_test_ns = suite_namespaces()
 
 
+def machine_changes(config) -> list[str]:
+    """How the machine's own namespace differs from before the suite, and which namespaces the
+    suite left behind (only those this run made: a stale lab from an interrupted run is named
+    apart, never blamed on this run nor removed)."""
+    before = getattr(config, "_root_before", None)
+    if before is None:
+        return []
+    after = root_snapshot()
+    out = [f"the machine's own namespace changed: {key}" for key in before if after[key] != before[key]]
+    leftovers = sorted(suite_namespaces() - config._stale_test_ns)
+    if leftovers:
+        out.append(f"tests left namespaces behind: {leftovers}")
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """After the last test: the machine's own namespace (links, addresses, routes, rules, nft
+    ruleset, qdiscs, sysctls) is identical to before the suite. A difference fails the run."""
+    if session.config.option.collectonly or os.geteuid() != 0:
+        return
+    problems = machine_changes(session.config)
+    session.config._machine_problems = problems
+    if problems and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    for p in getattr(config, "_machine_problems", []):
+        terminalreporter.write_line(f"FAILED (end of suite): {p}", red=True)
     stale = getattr(config, "_stale_test_ns", set()) & suite_namespaces()
     if stale:
         labs = sorted({n.split("-")[1] for n in stale if n.count("-") >= 2})

@@ -16,7 +16,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from .. import netns
+from . import netns
 from . import nft
 
 
@@ -24,15 +24,18 @@ def marker(lab: str) -> str:
     return f"bridgelab:{lab}"
 
 
-def _rules(bridge: str) -> list[tuple[str, list[str]]]:
+def _rules(bridges: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     """(nft rule, iptables arguments) pairs, in the order they must end up in."""
-    return [
-        (f'iifname "{bridge}" accept', ["-i", bridge, "-j", "ACCEPT"]),
-        (f'oifname "{bridge}" ct state established,related accept',
-         ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
-        (f'oifname "{bridge}" ct status dnat accept',
-         ["-o", bridge, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]),
-    ]
+    out = []
+    for bridge in bridges:
+        out += [
+            (f'iifname "{bridge}" accept', ["-i", bridge, "-j", "ACCEPT"]),
+            (f'oifname "{bridge}" ct state established,related accept',
+             ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
+            (f'oifname "{bridge}" ct status dnat accept',
+             ["-o", bridge, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]),
+        ]
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,14 @@ def _iptables_ours(ns: str | None, lab: str) -> list[str]:
             if f'--comment "{marker(lab)}"' in line or f"--comment {marker(lab)}" in line]
 
 
-def observe(ns: str | None, lab: str, own_table: str, ruleset: list[dict] | None = None) -> list[Gate]:
+def observe(ns: str | None, lab: str, own_tables: set[str], ruleset: list[dict] | None = None) -> list[Gate]:
     ruleset = nft.ruleset_json(ns) if ruleset is None else ruleset
     gates = []
     for item in ruleset:
         ch = item.get("chain")
         if not ch or ch.get("hook") != "forward" or ch.get("policy") != "drop":
             continue
-        if ch["family"] not in ("ip", "inet") or ch["table"] == own_table:
+        if ch["family"] not in ("ip", "inet") or ch["table"] in own_tables:
             continue
         key = (ch["family"], ch["table"], ch["name"])
         if key == ("ip", "filter", "FORWARD"):
@@ -85,14 +88,14 @@ def observe(ns: str | None, lab: str, own_table: str, ruleset: list[dict] | None
     return gates
 
 
-def wanted() -> int:
-    return len(_rules("x"))
+def wanted(bridges: tuple[str, ...]) -> int:
+    return len(_rules(bridges))
 
 
-def open_gate(ns: str | None, lab: str, bridge: str, gate: Gate) -> None:
+def open_gate(ns: str | None, lab: str, bridges: tuple[str, ...], gate: Gate) -> None:
     """(Re)insert our accepts at the top of GATE, dropping any stale ones of ours first."""
     close_gate(ns, lab, gate)
-    rules = _rules(bridge)
+    rules = _rules(bridges)
     if gate.iptables:
         for _, args in reversed(rules):
             _iptables(ns, "-I", "FORWARD", "1", *args, "-m", "comment", "--comment", marker(lab))
@@ -116,11 +119,11 @@ def close_gate(ns: str | None, lab: str, gate: Gate) -> int:
     return len(handles)
 
 
-def close_all(ns: str | None, lab: str, own_table: str) -> int:
+def close_all(ns: str | None, lab: str, own_tables: set[str]) -> int:
     """Remove our marked accepts from every chain, whatever its policy is now."""
     chains = {(r["rule"]["family"], r["rule"]["table"], r["rule"]["chain"])
               for r in nft.ruleset_json(ns) if "rule" in r and r["rule"].get("comment") == marker(lab)
-              and r["rule"]["table"] != own_table}
+              and r["rule"]["table"] not in own_tables}
     n = sum(close_gate(ns, lab, Gate(*c, ours=1)) for c in chains)
     if any(t.get("table", {}).get("name") == "filter" and t["table"]["family"] == "ip"
            for t in nft.ruleset_json(ns)):

@@ -13,7 +13,7 @@ import re
 
 import nftables
 
-from .. import netns
+from . import netns
 
 _COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 
@@ -80,3 +80,14 @@ def delete(ns: str | None, family: str, name: str) -> bool:
 
 def ruleset_json(ns: str | None, handles: bool = False) -> list[dict]:
     return json.loads(run(ns, "list ruleset", json_output=True, handles=handles) or '{"nftables": []}')["nftables"]
+
+
+def table_json(ns: str | None, family: str, name: str) -> list[dict] | None:
+    """The table as libnftables' JSON objects (chains, rules with their expressions), or None."""
+    try:
+        out = run(ns, f"list table {family} {name}", json_output=True)
+    except NftError as e:
+        if "No such file or directory" in str(e):
+            return None
+        raise
+    return json.loads(out or '{"nftables": []}')["nftables"]

@@ -12,7 +12,6 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
@@ -22,8 +21,9 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from .. import netns
-from ..model import ROUTE_PROTO
+from ..lab.naming import ROUTE_PROTO
+from ..reconcile.snapshot import Link, NsState, RouteEntry
+from . import netns
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier
@@ -31,46 +31,6 @@ RT_TABLE_MAIN = 254
 AF_BRIDGE = 7
 IFLA_BRPORT_MODE = 4
 _REQ = NLM_F_REQUEST | NLM_F_ACK
-
-
-@dataclass
-class Link:
-    index: int
-    name: str
-    kind: str | None
-    up: bool
-    master: int | None
-    alias: str | None
-    peer_index: int | None  # IFLA_LINK: a veth's peer index in the peer's namespace
-    hairpin: bool = False
-
-
-@dataclass
-class RouteEntry:
-    dst: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address | None
-    oif: int | None
-    proto: int
-
-
-@dataclass
-class NsState:
-    """What one namespace holds, as far as the lab cares."""
-
-    links: dict[str, Link] = field(default_factory=dict)
-    addresses: set[tuple[str, ipaddress.IPv4Interface]] = field(default_factory=set)
-    routes: list[RouteEntry] = field(default_factory=list)
-
-    def by_index(self, index: int | None) -> Link | None:
-        for link in self.links.values():
-            if link.index == index:
-                return link
-        return None
-
-    @classmethod
-    def fresh(cls) -> NsState:
-        """A namespace we just created (netns.create_many): only its loopback, up."""
-        return cls(links={"lo": Link(1, "lo", None, True, None, None, None)})
 
 
 class Rtnl:
@@ -299,3 +259,32 @@ class Rtnl:
         except NetlinkError as e:
             if e.code != 3:  # ESRCH: already gone
                 raise
+
+    # ------------------------------------------------------------------ look up (explain)
+
+    async def route_get(self, ns: str | None, dst: str) -> tuple[str | None, str | None]:
+        """(output device, preferred source) of the route the kernel would take to DST."""
+        try:
+            got = await self.handle(ns).route("get", dst=dst)
+            msgs = [m async for m in got] if hasattr(got, "__aiter__") else list(got)
+        except NetlinkError:
+            return None, None  # no route (ENETUNREACH)
+        if not msgs:
+            return None, None
+        oif, src = msgs[0].get("oif"), msgs[0].get("prefsrc")
+        names = {m["index"]: m.get("ifname") async for m in await self.handle(ns).link("dump")}
+        return names.get(oif), src
+
+    async def neighbours(self, ns: str | None) -> dict[str, str]:
+        """Address -> neighbour state as iproute2 names it (REACHABLE, FAILED, ...)."""
+        out = {}
+        async for m in await self.handle(ns).neigh("dump"):
+            dst = m.get("dst")
+            if dst:
+                state = m["state"]
+                out[dst] = ",".join(name for bit, name in _NUD if state & bit) or "NONE"
+        return out
+
+
+_NUD = ((0x01, "INCOMPLETE"), (0x02, "REACHABLE"), (0x04, "STALE"), (0x08, "DELAY"), (0x10, "PROBE"),
+        (0x20, "FAILED"), (0x40, "NOARP"), (0x80, "PERMANENT"))

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 
-from .. import netns
-from ..model import ServiceProc
-from ..state import lab_dir
+from . import netns
+from ..lab.naming import lab_dir
+from ..lab.resources import ServiceProc
 
 
 def start_time(pid: int) -> str | None:
@@ -26,6 +26,11 @@ def start_time(pid: int) -> str | None:
     if fields[0] in ("Z", "X"):  # exited, not yet reaped: not running
         return None
     return fields[19]
+
+
+def running(rec: dict | None) -> bool:
+    """The recorded process still runs (wherever it is)."""
+    return bool(rec) and start_time(rec["pid"]) == rec.get("start")
 
 
 def alive(rec: dict | None, ns: str | None) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import netns
+from . import netns
 
 
 def _path(key: str) -> str:

@@ -14,10 +14,11 @@ from types import SimpleNamespace
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import links, points
+from .points import nf_hook
+from .events import tuple_dict
 from .reasons import reason_names
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 0: "non_ip"}
-IN_HOOKS = {"prerouting", "dnat", "input"}
 
 
 # key and value layouts of the maps read at scrape (probes/*.c)
@@ -77,17 +78,6 @@ def _fast_items(table: str, entries) -> list:
 
 def _sum(v, attr=None):
     return sum(getattr(x, attr) for x in v) if attr else sum(int(x) for x in v)
-
-
-def nf_hook(point: int, iif: str, oif: str, ports: set[str]) -> tuple[str, str, str]:
-    """(hook label, interface, direction). br_netfilter runs bridged IPv4 frames through the IP
-    hooks with a bridge port as the device, or the bridge as both in and out at FORWARD: those are
-    switched, not routed, and get a bridge_ prefix."""
-    name = points.nf_name(point)
-    dev = iif if name in IN_HOOKS else oif
-    bridged = (iif in ports or oif in ports or (name == "forward" and iif and iif == oif))
-    direction = "in" if name in IN_HOOKS else ("through" if name == "forward" else "out")
-    return ("bridge_" + name if bridged else name), dev or "", direction
 
 
 class ProbeCollector:
@@ -227,7 +217,6 @@ class ProbeCollector:
 
     def drop_samples(self) -> dict:
         """(node, hook, reason) -> the tuple of the last such drop, where the probes could read it."""
-        from .events import tuple_dict
         t = self.p.table("drops", "drop_samples")
         out = {}
         if t is None:

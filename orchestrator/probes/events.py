@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import points
+from .points import nf_hook
 
 K_TC, K_NF, K_DROP = 1, 2, 3
 PROTO = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -164,7 +165,6 @@ class Assembler:
                                 index[k] = key
                     early.key = key
         elif e.kind == K_NF:
-            from .collector import nf_hook
             _, oif = self.names(e.cookie, e.ifindex2)
             hook, iface, _dir = nf_hook(e.point, dev, oif, self.ports)
             hop = Hop(e.ts, K_NF, node, iface, hook, t, e.len, out_interface=oif if hook.endswith("forward") else "")

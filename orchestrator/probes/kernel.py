@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..doctor import TRACEFS, lockdown
 from . import btf
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+def lockdown() -> str | None:
+    """The kernel's lockdown mode (none, integrity, confidentiality), from securityfs."""
+    try:
+        with open("/sys/kernel/security/lockdown") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else text
+
+
+def tracepoint(name: str) -> bool:
+    return os.path.isdir(f"{TRACEFS}/events/{name}")
 
 
 @dataclass(frozen=True)

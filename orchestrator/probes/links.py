@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 
-from .. import netns
+from ..adapters import netns
 from . import btf
 
 _libc = ctypes.CDLL(None, use_errno=True)

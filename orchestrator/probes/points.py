@@ -37,9 +37,24 @@ NF_POINTS = (
 # never across the NAT priority they sit beside
 MAX_SHIFT = 40
 BY_ID = {p.id: p for p in NF_POINTS}
+# a container's own hops add nothing to the metrics but the drops inside it: where its packets
+# enter and leave its stack is enough to attribute those (programs nf_cN: no packet reads)
+CONTAINER_NF = tuple(p for p in NF_POINTS if p.name in ("prerouting", "output"))
+IN_HOOKS = {"prerouting", "dnat", "input"}
 TC_POINTS = {0: "ingress", 1: "egress"}
 
 
 def nf_name(point: int) -> str:
     p = BY_ID.get(point)
     return p.name if p else f"point{point}"
+
+
+def nf_hook(point: int, iif: str, oif: str, ports: set[str]) -> tuple[str, str, str]:
+    """(hook label, interface, direction). br_netfilter runs bridged IPv4 frames through the IP
+    hooks with a bridge port as the device, or the bridge as both in and out at FORWARD: those are
+    switched, not routed, and get a bridge_ prefix."""
+    name = nf_name(point)
+    dev = iif if name in IN_HOOKS else oif
+    bridged = (iif in ports or oif in ports or (name == "forward" and iif and iif == oif))
+    direction = "in" if name in IN_HOOKS else ("through" if name == "forward" else "out")
+    return ("bridge_" + name if bridged else name), dev or "", direction

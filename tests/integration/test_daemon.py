@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from orchestrator import plan, spec
-from orchestrator.reconcile import Engine
+from orchestrator.lab import desired as plan
+from orchestrator.lab import spec
+from orchestrator.reconcile.engine import Engine
 from tests.conftest import sh, wait_for
-from tests.integration.daemon_fixture import start_daemon  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,6 @@ import urllib.request
 import pytest
 
 from tests.conftest import ROOT, sh, wait_for
-from tests.integration.daemon_fixture import start_daemon  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 

@@ -18,7 +18,6 @@ import pytest
 
 from tests.conftest import ROOT, sh, wait_for
 from tests.integration.capture import Capture
-from tests.integration.daemon_fixture import start_daemon  # noqa: F401
 
 pytestmark = pytest.mark.kernel
 
@@ -305,7 +304,8 @@ def test_counts_stay_exact_across_a_heal_in_both_counter_stores(lab, fast_bits):
     """The counters' two stores (per-CPU fast slots and the hash behind them) sum to the truth,
     and a device made anew by a heal has its old counts folded out of the kernel maps, neither
     lost nor counted twice, its fast slots freed."""
-    from orchestrator import plan, spec
+    from orchestrator.lab import desired as plan
+    from orchestrator.lab import spec
     from orchestrator.probes import links
     from orchestrator.probes.collector import ProbeCollector, fast_entries
     from orchestrator.probes.loader import Probes

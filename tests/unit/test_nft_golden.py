@@ -8,8 +8,8 @@ import pathlib
 import pytest
 import yaml
 
-from orchestrator import spec
-from orchestrator.nftrender import render_table
+from orchestrator.lab import spec
+from orchestrator.lab.nft_table import render_table
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
 SEED = yaml.safe_load(open("examples/seed.yaml"))

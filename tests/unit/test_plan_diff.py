@@ -4,12 +4,16 @@ import ipaddress
 
 import pytest
 
-from orchestrator import model as m
-from orchestrator import plan, spec
-from orchestrator.adapters.rtnl import Link, NsState, RouteEntry
-from orchestrator.nftrender import table_name
-from orchestrator.reconcile import ConflictError, Observed, diff, peers_to_await, text_sha
-from orchestrator.state import State
+from orchestrator.errors import ConflictError
+from orchestrator.lab import desired as plan
+from orchestrator.lab import resources as m
+from orchestrator.lab import spec
+from orchestrator.lab.naming import ROUTE_PROTO, table_name
+from orchestrator.reconcile.diff import diff
+from orchestrator.reconcile.kinds.link_up import peers_to_await
+from orchestrator.reconcile.kinds.nft_table import text_sha
+from orchestrator.reconcile.snapshot import Link, NsState, Observed, RouteEntry
+from orchestrator.reconcile.state import State
 
 SEED = spec.load("examples/seed.yaml")
 
@@ -37,15 +41,15 @@ def whole(d: m.Desired) -> tuple[Observed, State]:
     for a in d.addresses:
         ns[a.ns].addresses.add((a.dev, a.iface))
     for r in d.routes:
-        ns[r.ns].routes.append(RouteEntry(r.dst, r.gateway, idx[(r.ns, r.dev)], m.ROUTE_PROTO))
+        ns[r.ns].routes.append(RouteEntry(r.dst, r.gateway, idx[(r.ns, r.dev)], ROUTE_PROTO))
     t = d.tables[0]
     st = State(lab=d.lab, mode=d.mode, nft={text_sha(t.text): "fp"})
     obs = Observed(
         namespaces={n.name for n in d.namespaces},
         ns=ns,
-        sysctls={(s.ns, s.key): s.value for s in d.sysctls},
-        tables={(t.ns, t.family, t.name): "fp"},
-        services={s.name: "running" for s in d.services},
+        parts={"sysctl": {(s.ns, s.key): s.value for s in d.sysctls},
+               "nft": {(t.ns, t.family, t.name): "fp"},
+               "service": {s.name: "running" for s in d.services}},
     )
     return obs, st
 
@@ -85,7 +89,7 @@ def test_nothing_to_do_when_whole():
 
 def test_fresh_builds_everything_in_phase_order():
     d = plan.desired(SEED)
-    obs = Observed(set(), {}, {}, {}, {})
+    obs = Observed(set(), {})
     acts = diff(d, obs, State(lab="seed"))
     v = verbs(acts)
     assert ("create-ns", "bl-seed-container1") in v and ("create-veth", "veth1") in v
@@ -116,7 +120,7 @@ def test_deleted_container_namespace():
     obs, st = whole(d)
     obs.namespaces.discard("bl-seed-container1")
     del obs.ns["bl-seed-container1"]
-    obs.services["container1/http:80"] = "wrong-ns"
+    obs.parts["service"]["container1/http:80"] = "wrong-ns"
     v = verbs(diff(d, obs, st))
     assert ("create-ns", "bl-seed-container1") in v and ("delete-link", "veth1") in v
     assert ("create-veth", "veth1") in v and ("start-service", "container1/http:80") in v
@@ -125,8 +129,8 @@ def test_deleted_container_namespace():
 def test_changed_nft_table_and_sysctl_drift():
     d = plan.desired(SEED)
     obs, st = whole(d)
-    obs.tables[("bl-seed-host", "ip", "bridgelab_seed")] = "other"
-    obs.sysctls[("bl-seed-host", "net.ipv4.ip_forward")] = "0"
+    obs.parts["nft"][("bl-seed-host", "ip", "bridgelab_seed")] = "other"
+    obs.parts["sysctl"][("bl-seed-host", "net.ipv4.ip_forward")] = "0"
     assert verbs(diff(d, obs, st)) == [("apply-table", "ip bridgelab_seed"), ("set-sysctl", "net.ipv4.ip_forward")]
 
 
@@ -134,7 +138,7 @@ def test_stale_own_route_deleted_foreign_route_kept():
     d = plan.desired(SEED)
     obs, st = whole(d)
     c1 = obs.ns["bl-seed-container1"]
-    c1.routes.append(RouteEntry(ipaddress.IPv4Network("10.0.0.0/8"), None, 2, m.ROUTE_PROTO))
+    c1.routes.append(RouteEntry(ipaddress.IPv4Network("10.0.0.0/8"), None, 2, ROUTE_PROTO))
     c1.routes.append(RouteEntry(ipaddress.IPv4Network("10.1.0.0/16"), None, 2, 4))  # an admin's (static)
     assert verbs(diff(d, obs, st)) == [("delete-route", "10.0.0.0/8")]
 
@@ -159,10 +163,11 @@ def test_foreign_forward_drop_chain_gets_our_accepts_once():
     from orchestrator.adapters.forward import Gate, wanted
     d = plan.desired(SEED)
     obs, st = whole(d)
-    obs.gates = [Gate("ip", "filter", "FORWARD", ours=0), Gate("inet", "fw", "fwd", ours=wanted())]
+    obs.parts["forward"] = {"bl-seed-host": [Gate("ip", "filter", "FORWARD", ours=0),
+                                             Gate("inet", "fw", "fwd", ours=wanted(("br0",)))]}
     acts = diff(d, obs, st)
     assert verbs(acts) == [("open-forward", "ip filter FORWARD")]
-    assert acts[0].obj[1] == "br0"
+    assert acts[0].payload[1].bridges == ("br0",)
 
 
 def test_addresses_wait_only_for_the_peers_of_ends_set_up():

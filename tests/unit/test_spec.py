@@ -7,8 +7,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import plan, spec
-from orchestrator.spec import SpecError
+from orchestrator.lab import desired as plan
+from orchestrator.lab import spec
+from orchestrator.lab.spec import SpecError
 
 SEED = yaml.safe_load(open("examples/seed.yaml"))
 

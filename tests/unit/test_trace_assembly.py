@@ -4,7 +4,7 @@ import socket
 import struct
 
 from orchestrator.probes import btf, events
-from orchestrator.probes.collector import nf_hook
+from orchestrator.probes.points import nf_hook
 from orchestrator.probes.events import K_DROP, K_NF, K_TC, Assembler, Event
 
 

@@ -1,0 +1,187 @@
+"""`bridgelab run`: adopt the lab, keep it whole, stop cleanly.
+
+Shape (after kopf's reactor, _core/reactor/running.py): a flat list of named root tasks — the
+healer's worker, the poller, the periodic resync, the watchdog, the loop-lag monitor, the drop
+reporter and the probes' start — run until a signal resolves the stop future or one of them
+crashes; then all are cancelled, sockets closed, and the topology left up (the data plane
+never depends on the daemon) unless --down-on-exit.
+
+All repairs go through Engine.reconcile, the same path as `up` (healer.py). The parts: the
+pending-pass record (pending.py), flap backoff (backoff.py), doorbells (doorbells.py), the
+poller (poller.py), the probe supervisor (probe_supervisor.py), the drop reporter
+(drop_reporter.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+
+import structlog
+
+from .. import logs
+from ..lab.naming import lab_dir, lab_file
+from ..lab.resources import Desired
+from ..reconcile.engine import Engine
+from .doorbells import Doorbells
+from .drop_reporter import DropReporter
+from .healer import Healer
+from .metrics import Metrics
+from .pending import Pass
+from .poller import Poller
+from .probe_supervisor import ProbeSupervisor
+from .sdnotify import Notifier
+
+log = logs.get("bridgelab.daemon")
+
+
+@dataclass
+class Options:
+    heal: bool = True
+    resync: float = 30.0
+    poll: float = 0.02  # ~0.2 ms of work a tick: 1% of a core for 20 ms to notice a sysctl
+    debounce: float = 0.002
+    down_on_exit: bool = False
+    metrics_addr: str | None = "127.0.0.1:9477"
+    flap_heals: int = 5  # heals of one resource within FLAP_WINDOW that make it "flapping"
+    probes: bool = True
+    bpf_stats: bool = False  # count probe run time (a kernel-wide switch, held while we run)
+    drop_log_interval: float = 2.0
+
+
+class Daemon:
+    def __init__(self, desired: Desired, source: str, opts: Options):
+        self.opts = opts
+        self.engine = Engine(desired, source)
+        self.metrics = Metrics(desired.lab, desired.mode)
+        self.notifier = Notifier()
+        self.healer = Healer(self.engine, self.metrics, opts.heal, opts.flap_heals, opts.debounce)
+        self.ring = self.healer.ring
+        self.doorbells = Doorbells(desired, self.ring)
+        self.poller = Poller(self.engine, self.doorbells, self.metrics, self.ring, opts.poll)
+        self.probes = ProbeSupervisor(desired, self.metrics, opts.bpf_stats)
+        self.healer.after_pass.append(self.probes.after_pass)
+        self.drops = DropReporter(desired.lab, lambda: self.probes.collector, opts.drop_log_interval)
+        self.metrics_port: int | None = None
+
+    @property
+    def d(self) -> Desired:
+        return self.engine.d
+
+    # ---------------------------------------------------------------- root tasks
+
+    async def resyncer(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.resync)
+            self.metrics.resyncs.labels("periodic").inc()
+            self.ring("periodic resync")
+
+    async def lag_monitor(self) -> None:
+        """The loop's own health: how late a 100 ms sleep wakes up."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.1)
+            self.metrics.loop_lag.observe(max(0.0, time.monotonic() - t - 0.1))
+
+    async def watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        while interval:
+            self.notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    def root_tasks(self) -> list[tuple[str, Coroutine]]:
+        tasks = [
+            ("worker", self.healer.worker(self.doorbells.subscribe)),
+            ("poller", self.poller.run()),
+            ("resync", self.resyncer()),
+            ("watchdog", self.watchdog()),
+            ("lag", self.lag_monitor()),
+            ("drops", self.drops.run()),
+        ]
+        if self.opts.probes:
+            tasks.append(("probes", self.probes.start()))
+        return tasks
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        structlog.contextvars.bind_contextvars(lab=self.d.lab)  # on every log line of this daemon
+        stop: asyncio.Future = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
+        if self.opts.metrics_addr:
+            _, self.metrics_port = self.metrics.serve(self.opts.metrics_addr)
+        if not await self._start():
+            self._close()
+            return 1
+        tasks = {name: asyncio.create_task(coro, name=f"bridgelab-{name}") for name, coro in self.root_tasks()}
+        ending = [t for name, t in tasks.items() if name != "probes"]  # the probes' start may finish
+        crashed = asyncio.ensure_future(asyncio.wait(ending, return_when=asyncio.FIRST_EXCEPTION))
+        await asyncio.wait([stop, crashed], return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if not stop.done():
+            for name, t in tasks.items():
+                if t.done() and not t.cancelled() and t.exception():
+                    log.error("task crashed", task=name, error=repr(t.exception()))
+            code = 1
+        log.info("stopping", signal=stop.result().name if stop.done() else None)
+        self.notifier.notify("STOPPING=1")
+        for t in tasks.values():
+            t.cancel()
+        await asyncio.wait(tasks.values(), timeout=3)
+        await self.probes.stop()
+        crashed.cancel()
+        await self._shutdown()
+        return code
+
+    async def _start(self) -> bool:
+        t0 = time.monotonic()
+        self.doorbells.subscribe()  # before the first dump: nothing that happens from now on is missed
+        res = await self.healer.run_pass(Pass(["start: adopt what exists, create what is missing"], t0, None,
+                                              False, 0))
+        self.doorbells.subscribe()
+        if res.errors:
+            log.error("start failed", errors=len(res.errors))
+            return False
+        self._write_info()
+        self.metrics.ready.set(1)
+        log.info("ready", lab=self.d.lab, mode=self.d.mode, adopted_changes=len(res.actions),
+                 heal=self.opts.heal, metrics_port=self.metrics_port,
+                 seconds=round(time.monotonic() - t0, 3))
+        self.notifier.notify("READY=1", f"STATUS=lab {self.d.lab}: {len(res.actions)} changes at start")
+        return True
+
+    def _write_info(self) -> None:
+        os.makedirs(lab_dir(self.d.lab), mode=0o700, exist_ok=True)
+        with open(lab_file(self.d.lab, "daemon.json"), "w") as f:
+            json.dump({"pid": os.getpid(), "metrics_port": self.metrics_port, "heal": self.opts.heal}, f)
+
+    def _close(self) -> None:
+        self.metrics.close()  # first: no scrape may read the probes' maps while they close
+        self.probes.close()
+        self.doorbells.close()
+        self.engine.close()
+        self.notifier.close()
+
+    async def _shutdown(self) -> None:
+        self._close()
+        try:
+            os.unlink(lab_file(self.d.lab, "daemon.json"))
+        except FileNotFoundError:
+            pass
+        if self.opts.down_on_exit:
+            from ..reconcile.teardown import teardown
+            removed = await teardown(self.d.lab)
+            log.info("down on exit", removed=len(removed))
+        else:
+            log.info("stopped; the lab stays up (data plane does not depend on the daemon)")
+
+
+def run(desired: Desired, source: str, opts: Options) -> int:
+    return asyncio.run(Daemon(desired, source, opts).run())

@@ -1,0 +1,1 @@
+"""What a user asks of a lab: `status`, `doctor`, `drops`, `trace` and `explain`."""

@@ -1,0 +1,172 @@
+"""Desired kernel resources: plain, hashable values that a spec turns into (see desired.py).
+
+A namespace of ``None`` means "the namespace bridgelab itself runs in" (host mode). Each kind
+of resource is reconciled by one module in ``reconcile/kinds/``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    node: str  # the lab node it plays: host, lan, gateway, client, internet or a container
+
+
+@dataclass(frozen=True)
+class Bridge:
+    ns: str | None
+    name: str
+    alias: str
+    mac: str = ""
+    mtu: int = 0  # 0: the kernel's default
+    network: str = ""  # the topology network it carries ("" for the sandbox's LAN switch)
+
+
+@dataclass(frozen=True)
+class VethEnd:
+    ns: str | None
+    name: str
+    master: str | None = None
+    hairpin: bool = False  # bridge port may send a frame back out the port it came in by
+    mac: str = ""
+    mtu: int = 0
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair, created in one request from end ``a`` with ``b`` placed in its namespace."""
+
+    a: VethEnd
+    b: VethEnd
+    alias: str
+
+    @property
+    def ends(self) -> tuple[VethEnd, VethEnd]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    ns: str | None
+    name: str  # a link that must be administratively up
+
+
+@dataclass(frozen=True)
+class Address:
+    ns: str | None
+    dev: str
+    iface: IPInterface
+
+
+@dataclass(frozen=True)
+class Route:
+    ns: str | None
+    dst: IPNetwork
+    gateway: IPAddress | None
+    dev: str
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    ns: str | None
+    key: str  # dotted, e.g. net.ipv4.ip_forward
+    value: str
+    why: str = field(compare=False, default="")
+
+
+@dataclass(frozen=True)
+class NftTable:
+    ns: str | None
+    family: str
+    name: str
+    text: str  # the whole table, applied in one transaction
+
+
+@dataclass(frozen=True)
+class ForwardAccess:
+    """The lab's bridges must pass forward chains of others whose policy is drop (Docker's)."""
+
+    ns: str | None
+    bridges: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServiceProc:
+    node: str
+    ns: str | None
+    name: str  # unique within the lab, e.g. container1/http:80
+    argv: tuple[str, ...]
+    cwd: str
+    port: int | None = None  # TCP port it serves: `up` returns once it listens
+    http_root: str = ""  # kind http: the directory it serves (its index names the node)
+
+
+@dataclass(frozen=True)
+class Desired:
+    lab: str
+    mode: str  # sandbox | host
+    host_ns: str | None
+    namespaces: tuple[Namespace, ...]
+    bridges: tuple[Bridge, ...]
+    veths: tuple[Veth, ...]
+    up: tuple[LinkUp, ...]
+    addresses: tuple[Address, ...]
+    routes: tuple[Route, ...]
+    sysctls: tuple[Sysctl, ...]
+    tables: tuple[NftTable, ...]
+    forward: tuple[ForwardAccess, ...]
+    services: tuple[ServiceProc, ...]
+    nodes: dict[str, str | None] = field(compare=False, default_factory=dict)  # node -> ns
+    uplink: str = field(compare=False, default="")  # in host mode the admin's, not ours: probed, never touched
+
+    def managed_ns(self) -> list[str | None]:
+        """Every namespace the lab touches, the host's first."""
+        seen: list[str | None] = [self.host_ns]
+        seen += [n.name for n in self.namespaces if n.name != self.host_ns]
+        return seen
+
+    def node_of(self, ns: str | None) -> str:
+        """The lab node a namespace plays (the namespace bridgelab runs in is "host")."""
+        for node, n in self.nodes.items():
+            if n == ns:
+                return node
+        return "host" if ns == self.host_ns else (ns or "host")
+
+    def ns_nodes(self) -> dict[str | None, str]:
+        out = {ns: node for node, ns in self.nodes.items()}
+        out.setdefault(self.host_ns, "host")
+        return out
+
+    def devices(self, ns: str | None) -> set[str]:
+        """The links of the lab in namespace NS (its own; in a namespace the lab owns, a
+        stranger's link is still the stranger's)."""
+        out = {b.name for b in self.bridges if b.ns == ns}
+        out |= {e.name for v in self.veths for e in v.ends if e.ns == ns}
+        if ns is not None:
+            out.add("lo")
+        return out
+
+    def bridge_ports(self) -> set[str]:
+        """Names of the veth ends enslaved to a bridge (the probes label hops through them)."""
+        return {e.name for v in self.veths for e in v.ends if e.master}
+
+    def macs(self) -> dict[str, tuple[str, str]]:
+        """The lab's own MACs -> (node, interface), to name FDB events."""
+        nodes = self.ns_nodes()
+        out = {}
+        for v in self.veths:
+            for e in v.ends:
+                if e.mac:
+                    out[e.mac.lower()] = (nodes.get(e.ns, "host"), e.name)
+        for b in self.bridges:
+            if b.mac:
+                out[b.mac.lower()] = (nodes.get(b.ns, "host"), b.name)
+        return out

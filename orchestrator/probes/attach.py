@@ -1,0 +1,226 @@
+"""Attach the loaded probes to the lab's devices and namespaces, and keep them attached as the
+lab heals: a recreated veth has a new ifindex, a recreated namespace a new cookie. ``sync``
+runs after repairs (off the heal's path, see daemon/probe_supervisor.py)."""
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from ..adapters import netns
+from ..lab.desired import SCENERY
+from ..lab.resources import Desired
+from . import links
+from .build import explain
+from .points import CONTAINER_NF, MAX_SHIFT, NF_POINTS
+
+_PLACEHOLDER = 0x626C6E73636F6F6B  # "blnscook", NS_COOKIE in tc_points.c
+
+
+@dataclass
+class Attachment:
+    ns: str | None
+    node: str
+    ifname: str
+    ifindex: int
+    inode: int
+    fds: list[int]
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+
+
+def tc_prog(p, fn: str, cookie: int) -> int:
+    """A copy of tc program FN for the namespace with COOKIE (see NS_COOKIE in tc_points.c):
+    the compiled instructions, the placeholder's ld_imm64 patched, loaded once more."""
+    from bcc.libbcc import lib
+    fam = p.families["tc"]
+    key = (fn, cookie)
+    if key in p.tc_copies:
+        return p.tc_copies[key]
+    mod = fam.bpf.module
+    start = lib.bpf_function_start(mod, fn.encode())
+    size = lib.bpf_function_size(mod, fn.encode())
+    code = bytearray(ct.string_at(start, size))
+    found = 0
+    for i in range(0, len(code) - 15, 8):
+        if code[i] == 0x18 and struct.unpack_from("<I", code, i + 4)[0] == _PLACEHOLDER & 0xFFFFFFFF \
+                and struct.unpack_from("<I", code, i + 12)[0] == _PLACEHOLDER >> 32:
+            struct.pack_into("<I", code, i + 4, cookie & 0xFFFFFFFF)
+            struct.pack_into("<I", code, i + 12, cookie >> 32)
+            found += 1
+    if found != 1:
+        raise OSError(errno.EINVAL, f"{fn}: namespace placeholder found {found} times, expected once")
+    buf = ct.create_string_buffer(bytes(code), len(code))
+    fd = lib.bcc_func_load(mod, fam.bpf.SCHED_CLS, fn.encode(), buf, len(code),
+                           lib.bpf_module_license(mod), lib.bpf_module_kern_version(mod),
+                           0, None, 0, None, -1)
+    if fd < 0:
+        err = ct.get_errno()
+        raise OSError(err, f"loading {fn} for a namespace: {os.strerror(err)}")
+    p.tc_copies[key] = fd
+    return fd
+
+
+def scenery(p, d: Desired) -> set:
+    """Namespaces the metrics probes leave alone: the sandbox's stand-ins for the LAN, the
+    gateway, the Windows client and the internet are not the lab a host runs (host mode has
+    none of them), and probing them would triple the cost per packet. A trace follows
+    packets through them too."""
+    if p.trace is not None or d.mode != "sandbox":
+        return set()
+    return {d.nodes[n] for n in SCENERY if n in d.nodes}
+
+
+def wanted_devices(p, d: Desired) -> list[tuple[str | None, str]]:
+    skip = scenery(p, d)
+    want = {(b.ns, b.name): None for b in d.bridges if b.ns not in skip}
+    want.update({(e.ns, e.name): None for v in d.veths for e in v.ends if e.ns not in skip})
+    if d.uplink:
+        want[(d.host_ns, d.uplink)] = None
+    return list(want)
+
+
+def sync(p, d: Desired) -> int:
+    """Attach to what the lab has now; re-attach where a device or namespace was made anew;
+    let go of what is gone. Returns the number of links made."""
+    made = 0
+    node_of = d.ns_nodes()
+    skip = scenery(p, d)
+    cookies: dict[int, str] = {}
+    ifnames: dict[tuple[int, int], str] = {}
+    seen: dict[str | None, tuple[int, int, dict[str, int]]] = {}   # ns -> inode, cookie, devices
+    for ns in d.managed_ns():
+        if ns is not None and not netns.exists(ns):
+            continue
+        try:
+            ino = netns.inode(ns)
+            cookie = links.netns_cookie(ns)
+            with netns.entered(ns):
+                devices = {name: idx for idx, name in socket.if_nameindex()}
+        except OSError:
+            continue
+        seen[ns] = (ino, cookie, devices)
+        cookies[cookie] = node_of.get(ns, ns or "host")
+        # every device of the namespace gets a name now (a stranger's is "other"), so a count
+        # never changes label later, which would make its counter fall
+        for idx in devices.values():
+            ifnames[(cookie, idx)] = "other"
+        ifnames[(cookie, 1)] = "lo"
+        if ns not in skip:
+            made += _sync_nf(p, ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or p.trace is not None))
+    live = set()
+    for (ns, ifname) in wanted_devices(p, d):
+        if ns not in seen or not seen[ns][2].get(ifname):
+            continue
+        ino, cookie, devices = seen[ns]
+        ifnames[(cookie, devices[ifname])] = ifname
+        live.add((ns, ifname))
+        made += _sync_tc(p, ns, node_of.get(ns, "host"), ifname, devices[ifname], ino, cookie)
+    for key in [k for k in p.tc if k not in live]:
+        close_fds(p.tc.pop(key).fds)
+    managed = set(d.managed_ns())
+    for ns in [n for n in p.nf if n not in managed or (n is not None and not netns.exists(n))]:
+        close_fds(p.nf.pop(ns).fds)
+    _retire_copies(p, cookies)
+    with p.lock:
+        p.cookies, p.ifnames = cookies, ifnames
+        # names stay known after a device or namespace is gone: the counts it left in the
+        # maps are folded into the same label set (collector.fold), never lost
+        p.known_cookies.update(cookies)
+        p.known_ifnames.update(ifnames)
+    return made
+
+
+def _sync_tc(p, ns: str | None, node: str, ifname: str, ifindex: int, ino: int, cookie: int) -> int:
+    if not p.families["tc"].ok:
+        return 0
+    cur = p.tc.get((ns, ifname))
+    if cur and cur.ifindex == ifindex and cur.inode == ino and cur.fds:
+        return 0  # (one that failed to attach is tried again)
+    if cur:
+        close_fds(cur.fds)
+    fds: list[int] = []
+    try:
+        for fn, egress in (("tc_ingress", False), ("tc_egress", True)):
+            fds.append(links.tcx(tc_prog(p, fn, cookie), ns, ifindex, egress))
+        p.attach_errors.pop(f"tc {node}/{ifname}", None)
+    except OSError as e:
+        close_fds(fds)
+        p.attach_errors[f"tc {node}/{ifname}"] = explain(e)
+    p.tc[(ns, ifname)] = Attachment(ns, node, ifname, ifindex, ino, fds)
+    return len(fds)
+
+
+def _retire_copies(p, cookies: dict[int, str]) -> None:
+    with p.lock:
+        for key in [k for k in p.tc_copies if k[1] not in cookies]:
+            fd = p.tc_copies.pop(key)
+            try:  # its runs stay counted: bridgelab_probe_run*_total never go backwards
+                a, b = links.prog_stats(fd)
+                p.retired_stats[0] += a
+                p.retired_stats[1] += b
+            except OSError:
+                pass
+            close_fds([fd])
+
+
+def _sync_nf(p, ns: str | None, node: str, ino: int, full: bool = True) -> int:
+    nf = p.families["nf"]
+    if not nf.ok:
+        return 0
+    cur = p.nf.get(ns)
+    if cur and cur.inode == ino and cur.fds:
+        return 0
+    if cur:
+        close_fds(cur.fds)
+    fds: list[int] = []
+    try:
+        for pt in NF_POINTS if full else CONTAINER_NF:
+            prog = nf.progs[f"nf_p{pt.id}" if full else f"nf_c{pt.id}"]
+            fds.append(_free_priority(prog, ns, pt))
+        p.attach_errors.pop(f"nf {node}", None)
+    except OSError as e:
+        close_fds(fds)
+        p.attach_errors[f"nf {node}"] = explain(e)
+    p.nf[ns] = Attachment(ns, node, "", 0, ino, fds)
+    return len(fds)
+
+
+def _free_priority(prog: int, ns: str | None, pt) -> int:
+    """A netfilter hook takes one program per priority: the daemon's, a trace's and an
+    explain's each find a free one near the designed priority, never across the NAT one."""
+    for k in range(MAX_SHIFT):
+        try:
+            return links.netfilter(prog, ns, pt.hook, pt.priority + k * pt.step)
+        except OSError as e:
+            if e.errno != errno.EBUSY or k == MAX_SHIFT - 1:
+                raise
+    raise OSError(errno.EBUSY, "no free priority")
+
+
+def close(p) -> None:
+    for a in list(p.tc.values()) + list(p.nf.values()):
+        close_fds(a.fds)
+    close_fds(list(p.tc_copies.values()))
+    p.tc_copies.clear()
+    p.tc.clear()
+    p.nf.clear()
+    done = set()
+    for fam in p.families.values():
+        if fam.bpf is not None and id(fam.bpf) not in done:
+            done.add(id(fam.bpf))
+            try:
+                fam.bpf.cleanup()
+            except Exception:
+                pass
+        fam.bpf = None

@@ -1,0 +1,201 @@
+"""The daemon's pure parts, without root: pending-pass merging, flap backoff, drop summaries,
+the collector's labels and the observation of foreign forward chains."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from orchestrator.adapters import forward
+from orchestrator.daemon.backoff import BACKOFF_MAX, FlapTracker
+from orchestrator.daemon.drop_reporter import new_drops
+from orchestrator.daemon.pending import MAX_CAUSES, Pending, Ring
+from orchestrator.diagnose import drops as droplog
+
+
+# ---------------------------------------------------------------- pending passes
+
+def test_rings_for_one_namespace_redump_only_it():
+    p = Pending()
+    p.add(Ring("newlink veth1", "bl-x-host", scope="ns"), now=1.0)
+    p.add(Ring("deladdr eth1", "bl-x-c1", scope="ns"), now=1.5)
+    p.add(Ring("sysctl ip_forward=0", "bl-x-host", scope="none"), now=2.0)
+    run = p.take()
+    assert run.only == {"bl-x-host", "bl-x-c1"}
+    assert run.first == 1.0 and run.rings == 3 and not run.lost
+    assert run.causes == ["bl-x-host: newlink veth1", "bl-x-c1: deladdr eth1", "bl-x-host: sysctl ip_forward=0"]
+    again = p.take()  # the record starts afresh
+    assert again.only == set() and again.first is None and again.rings == 0 and again.causes == []
+
+
+@pytest.mark.parametrize("ring", [Ring("periodic resync"), Ring("ENOBUFS", "bl-x-host", lost=True, scope="ns")])
+def test_a_full_ring_or_lost_events_redump_everything_and_stay_so(ring):
+    p = Pending()
+    p.add(Ring("newlink", "bl-x-host", scope="ns"), now=0)
+    p.add(ring, now=1)
+    p.add(Ring("newlink", "bl-x-c1", scope="ns"), now=2)  # does not narrow it again
+    run = p.take()
+    assert run.only is None
+    assert run.lost == ring.lost
+
+
+def test_causes_are_bounded_and_forgotten_after_a_pass():
+    p = Pending()
+    for i in range(50):
+        p.add(Ring(f"event {i}", "ns", scope="ns"), now=i)
+    assert len(p.causes) == MAX_CAUSES and p.rings == 50
+    p.forget_causes()
+    assert p.causes == [] and p.rings == 50  # the look stays pending
+
+
+# ---------------------------------------------------------------- backoff
+
+def test_five_repairs_within_the_window_back_off_exponentially():
+    f = FlapTracker(heals=5, window=30)
+    key = ("link", "bl-x-host", "veth2")
+    delays = [f.record(key, now=t) for t in range(5)]
+    assert delays[:4] == [None] * 4 and delays[4] == 1.0
+    assert not f.allowed(key, now=4.5) and f.allowed(key, now=5.0)
+    assert f.flapping(now=4.5) == 1 and f.flapping(now=5.1) == 0
+    delays = [f.record(key, now=5 + t) for t in range(5)]
+    assert delays[4] == 2.0  # next level
+
+
+def test_repairs_spread_out_never_flap_and_the_level_resets():
+    f = FlapTracker(heals=3, window=30)
+    key = ("route", "ns", "0.0.0.0/0")
+    assert [f.record(key, now=t * 20) for t in range(10)] == [None] * 10
+    for t in range(3):
+        f.record(key, now=1000 + t)
+    assert f.flaps[key].level == 1
+    f.record(key, now=1100)
+    f.record(key, now=1200)
+    assert f.flaps[key].level == 0
+
+
+def test_backoff_is_capped():
+    f = FlapTracker(heals=2, window=30)
+    key = ("nft", None, "t")
+    delays = []
+    now = 0.0
+    for _ in range(20):  # someone undoes it as soon as each backoff expires
+        for _ in range(2):
+            d = f.record(key, now)
+            now += 0.01
+        delays.append(d)
+        now = f.flaps[key].until
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert max(delays) == BACKOFF_MAX and delays[-1] == BACKOFF_MAX
+
+
+def test_other_keys_are_independent():
+    f = FlapTracker(heals=2, window=30)
+    f.record(("link", None, "a"), now=0)
+    f.record(("link", None, "b"), now=0.1)
+    assert f.allowed(("link", None, "a"), now=0.2) and f.allowed(("link", None, "b"), now=0.2)
+
+
+# ---------------------------------------------------------------- drops
+
+def test_new_drops_are_the_growth_since_the_last_report():
+    prev: dict = {}
+    rows = new_drops({("host", "forward", "NETFILTER_DROP"): 3}, prev, now=10)
+    assert rows == [{"ts": 10, "node": "host", "hook": "forward", "reason": "NETFILTER_DROP", "count": 3, "total": 3}]
+    assert new_drops({("host", "forward", "NETFILTER_DROP"): 3}, prev, now=12) == []
+    rows = new_drops({("host", "forward", "NETFILTER_DROP"): 5, ("c1", "prerouting", "NO_SOCKET"): 1}, prev, now=14)
+    assert [(r["node"], r["count"]) for r in rows] == [("c1", 1), ("host", 2)]
+
+
+def test_drop_summary_ranks_and_keeps_a_sample():
+    rows = [
+        {"ts": 100, "node": "host", "hook": "forward", "reason": "NETFILTER_DROP", "count": 3,
+         "sample": {"proto": "icmp", "src": "172.168.1.11", "dst": "192.168.0.2"}},
+        {"ts": 150, "node": "host", "hook": "forward", "reason": "NETFILTER_DROP", "count": 2, "sample": None},
+        {"ts": 160, "node": "container1", "hook": "prerouting", "reason": "IP_INNOROUTES", "count": 1},
+        {"ts": 10, "node": "old", "hook": "x", "reason": "OLD", "count": 99},  # before --since
+    ]
+    s = droplog.summarize(rows, since=120, now=200)
+    assert s["total"] == 6
+    assert s["by_reason"] == [{"reason": "NETFILTER_DROP", "count": 5}, {"reason": "IP_INNOROUTES", "count": 1}]
+    top = s["top"][0]
+    assert (top["node"], top["count"], top["last_seen"]) == ("host", 5, 150)
+    assert top["sample"]["src"] == "172.168.1.11"  # a row without one does not erase it
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("10m", 600), ("2h", 7200), ("1.5d", 129600), ("45", 45)])
+def test_since_parses(text, seconds):
+    assert droplog.parse_since(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10x", "-5m", "m"])
+def test_since_refuses_nonsense(text):
+    with pytest.raises(ValueError):
+        droplog.parse_since(text)
+
+
+# ---------------------------------------------------------------- collector labels
+
+class _FakeProbes:
+    known_cookies = {11: "host", 22: "container1"}
+    known_ifnames = {(11, 3): "br0", (11, 4): "veth1", (11, 5): "ens33", (22, 2): "eth1", (11, 9): "other"}
+
+
+def _collector():
+    from orchestrator.probes.collector import ProbeCollector
+    return ProbeCollector(_FakeProbes(), ports={"veth1"})
+
+
+def test_collector_labels_tc_and_bridged_or_routed_nf_hops():
+    col = _collector()
+    counter = [SimpleNamespace(packets=2, bytes=200), SimpleNamespace(packets=1, bytes=100)]  # two CPUs
+    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=1), counter)])
+    assert tc["packets"] == {("container1", "eth1", "tc_egress", "egress", "icmp"): 3}
+    assert tc["bytes"] == {("container1", "eth1", "tc_egress", "egress", "icmp"): 300}
+    nf = col._label("nf", "nf_counts", [
+        (SimpleNamespace(cookie=11, iif=3, oif=5, point=0), counter),     # br0 -> ens33: routed
+        (SimpleNamespace(cookie=11, iif=4, oif=0, point=1), counter),     # from a bridge port: bridged
+        (SimpleNamespace(cookie=99, iif=1, oif=1, point=0), counter),     # not the lab's namespace
+    ])
+    assert nf["packets"] == {("host", "ens33", "forward", "through", "ipv4"): 3,
+                             ("host", "veth1", "bridge_prerouting", "in", "ipv4"): 3}
+
+
+def test_collector_labels_drops_and_nat_by_node_only():
+    col = _collector()
+    drops = col._label("drops", "drop_counts", [(SimpleNamespace(cookie=11, reason=2, point=0), [4, 1])])
+    assert list(drops["drops"].values()) == [5] and list(drops["drops"])[0][:2] == ("host", "forward")
+    nat = col._label("nf", "nat_counts", [(SimpleNamespace(cookie=11, kind=2), [1]),
+                                         (SimpleNamespace(cookie=11, kind=1), [2])])
+    assert nat["nat"] == {("host", "source"): 1, ("host", "destination"): 2}
+
+
+def test_unknown_devices_are_one_bucket_never_an_ifindex():
+    col = _collector()
+    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=11, ifindex=77, dir=0, proto=6),
+                                         [SimpleNamespace(packets=1, bytes=1)])])
+    assert list(tc["packets"]) == [("host", "other", "tc_ingress", "ingress", "tcp")]
+
+
+# ---------------------------------------------------------------- foreign forward chains
+
+def _ruleset(policy: str, ours: int) -> list[dict]:
+    rules = [{"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": i + 2, "comment": "bridgelab:x"}}
+             for i in range(ours)]
+    return [
+        {"table": {"family": "inet", "name": "fw"}},
+        {"chain": {"family": "inet", "table": "fw", "name": "fwd", "hook": "forward", "policy": policy}},
+        {"chain": {"family": "ip", "table": "bridgelab_x", "name": "filter_forward", "hook": "forward",
+                   "policy": "drop"}},  # our own table: never a gate
+        {"chain": {"family": "inet", "table": "fw", "name": "input", "hook": "input", "policy": "drop"}},
+        *rules,
+        {"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": 99, "comment": "someone else"}},
+    ]
+
+
+def test_a_foreign_drop_forward_chain_is_a_gate_with_our_accepts_counted():
+    gates = forward.observe("ns", "x", {"bridgelab_x"}, ruleset=_ruleset("drop", 2))
+    assert gates == [forward.Gate("inet", "fw", "fwd", ours=2)]
+    assert forward.wanted(("br0",)) == 3 and forward.wanted(("br0", "br1")) == 6
+
+
+def test_an_accepting_forward_chain_is_no_gate():
+    assert forward.observe("ns", "x", {"bridgelab_x"}, ruleset=_ruleset("accept", 0)) == []
