@@ -3,6 +3,7 @@ unique lab name per test, and tear them down in finalizers even when the test fa
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -13,6 +14,10 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
+
+
+def example(name: str) -> dict:
+    return yaml.safe_load(open(os.path.join(ROOT, "examples", name)))
 
 
 def sh(cmd, check=True, timeout=30, **kw):
@@ -122,6 +127,18 @@ class Lab:
     def up(self, *extra, prefix=()):
         return json.loads(self.cli("up", "--json", *extra, prefix=prefix).stdout)
 
+    def save(self) -> None:
+        """Write the (changed) spec back to the lab's file."""
+        with open(self.path, "w") as f:
+            yaml.safe_dump(self.spec, f)
+
+    def rtt(self, node: str, addr: str, count: int = 10) -> tuple[float, float]:
+        """(average RTT in ms, loss fraction) of COUNT pings."""
+        out = self.x(node, f"ping -n -q -c {count} -i 0.02 -W 1 {addr}", check=False, timeout=60).stdout
+        loss = float(re.search(r"([\d.]+)% packet loss", out).group(1)) / 100
+        m = re.search(r"= [\d.]+/([\d.]+)/", out)
+        return (float(m.group(1)) if m else float("nan")), loss
+
     def x(self, node: str, cmd: str, check=True, timeout=20):
         """Run a shell command in a node's namespace (ip netns exec: an independent tool)."""
         return sh(["ip", "netns", "exec", self.ns(node), "sh", "-c", cmd], check=check, timeout=timeout)
@@ -142,8 +159,8 @@ def unique_lab() -> str:
 def make_lab(tmp_path):
     made = []
 
-    def make(mutate=None, up=True, name=None):
-        spec = json.loads(json.dumps(SEED))
+    def make(mutate=None, up=True, name=None, base=None):
+        spec = json.loads(json.dumps(base or SEED))
         spec["lab"] = name or unique_lab()
         if mutate:
             mutate(spec)

@@ -23,6 +23,8 @@ import struct
 import threading
 from collections.abc import Iterator
 
+from ..errors import InputError
+
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -47,6 +49,11 @@ def path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
+def preflight() -> None:
+    """Before the first change: namespaces made here must be visible to everyone else."""
+    _ensure_rundir()
+
+
 def _ensure_rundir() -> None:
     """Make /run/netns a shared mount, as iproute2 does, so bind mounts propagate."""
     global _rundir_ready
@@ -63,10 +70,9 @@ def _ensure_rundir() -> None:
             # `ip netns exec` or a unit with PrivateTmp=/ProtectSystem= put us in a mount namespace
             # whose mounts do not propagate back: namespaces we made would exist for us alone.
             raise PrivateMountNamespace(
-                errno.EPERM, "bridgelab runs in a private mount namespace (e.g. under `ip netns exec`); "
+                "bridgelab runs in a private mount namespace (e.g. under `ip netns exec`); "
                 "the namespaces it creates would be invisible to every other process. "
-                "Enter only the network namespace instead: nsenter --net=/run/netns/NAME bridgelab ...",
-                NETNS_RUN_DIR)
+                "Enter only the network namespace instead: nsenter --net=/run/netns/NAME bridgelab ...")
         _rundir_ready = True
 
 
@@ -112,8 +118,8 @@ def _propagation(mountpoint: str) -> str | None:
     return found
 
 
-class PrivateMountNamespace(OSError):
-    pass
+class PrivateMountNamespace(InputError):
+    """The environment cannot hold a lab: refused before anything is applied (exit 2)."""
 
 
 def _loopback_up() -> None:
@@ -124,6 +130,19 @@ def _loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, req)
     finally:
         s.close()
+
+
+# Defaults for every link made later in a lab namespace (conf/default), and its current ones.
+IPV4_ONLY = (("all/disable_ipv6", "1"), ("default/disable_ipv6", "1"))
+IPV6_STATIC = (
+    # The lab's IPv6 is static: a router advertisement on a lab link (a container running radvd,
+    # a router under test) would add addresses and routes the topology does not have (netavark
+    # and Docker set accept_ra=0 on their bridges for the same reason)
+    ("all/accept_ra", "0"), ("default/accept_ra", "0"),
+    # No duplicate address detection: each address is given once (validated) and link-locals
+    # come from the lab's unique MACs; a tentative address fails connections for ~1 s
+    ("all/accept_dad", "0"), ("default/accept_dad", "0"),
+)
 
 
 def create_many(names: list[str], ipv4_only: bool = False) -> None:
@@ -148,10 +167,9 @@ def create_many(names: list[str], ipv4_only: bool = False) -> None:
             try:
                 _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
                 _loopback_up()
-                if ipv4_only:
-                    for conf in ("all", "default"):
-                        with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:
-                            f.write("1")
+                for key, value in (IPV4_ONLY if ipv4_only else IPV6_STATIC):
+                    with open(f"/proc/sys/net/ipv6/conf/{key}", "w") as f:
+                        f.write(value)
                 fds.append((name, os.open("/proc/thread-self/ns/net", os.O_RDONLY)))
             finally:
                 _setns(home, name)

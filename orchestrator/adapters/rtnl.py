@@ -8,6 +8,8 @@ second round trip.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import ipaddress
 import os
 import socket
@@ -16,7 +18,7 @@ import struct
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -25,6 +27,7 @@ from ..lab.naming import ROUTE_PROTO
 from ..reconcile.snapshot import Link, NsState, RouteEntry
 from . import netns
 
+SO_RCVBUFFORCE = 33
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier
 RT_TABLE_MAIN = 254
@@ -33,19 +36,96 @@ IFLA_BRPORT_MODE = 4
 _REQ = NLM_F_REQUEST | NLM_F_ACK
 
 
+# route types worth seeing: a blackhole or unreachable route hijacks traffic as surely as a unicast one
+ROUTE_TYPES = {1, 6, 7, 8}  # RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT
+RT_TABLE_LOCAL = 255
+IFA_F_TENTATIVE = 0x40
+IFA_F_NODAD = 0x02
+
+
+def _route_entry(msg, family: int) -> RouteEntry | None:
+    table = msg.get_attr("RTA_TABLE") or msg["table"]
+    if msg["type"] not in ROUTE_TYPES or table == RT_TABLE_LOCAL:
+        return None  # local, broadcast and multicast entries are the kernel's bookkeeping
+    dst = msg.get("dst") or ("0.0.0.0" if family == socket.AF_INET else "::")
+    gw = msg.get("gateway")
+    if gw is None:
+        via = msg.get("via")  # IPv4 over an IPv6 next hop and the like: shown, never ours
+        gw = via.get("addr") if isinstance(via, dict) else None
+    return RouteEntry(
+        dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
+        gateway=ipaddress.ip_address(gw) if gw else None,
+        oif=msg.get("oif"),
+        proto=msg["proto"],
+        table=table,
+        type=msg["type"],
+        priority=msg.get("priority") or 0,
+    )
+
+
+# Requests in flight per socket. asyncio.gather of a 1000-container `up` once sent every request
+# before reading a reply; the echoes and acks overran the socket's receive buffer (the host
+# namespace's socket showed drops), pyroute2 marked the socket failed and every request waited
+# forever. 64 in flight keep a few hundred KB in the buffer at most; a timeout and a retry on a
+# fresh socket recover from a loss anyway, and ENOBUFS on a request socket is such a loss.
+WINDOW = 64
+RCVBUF = 8 << 20
+TIMEOUT = 10.0
+RETRIES = 2
+
+
+class NetlinkLost(RuntimeError):
+    """A request whose reply never came, even on a fresh socket."""
+
+
+def _fresh(msg):
+    """The same request as a new message (a sent one carries its sequence number)."""
+    m = msg.__class__()
+    m.setvalue(copy.deepcopy({k: v for k, v in msg.items() if k != "header"}))
+    return m
+
+
 class Rtnl:
     def __init__(self) -> None:
         self._handles: dict[str | None, AsyncIPRoute] = {}
+        self._windows: dict[str | None, asyncio.Semaphore] = {}
+        self.lost = 0  # requests retried on a fresh socket (a lost reply or ENOBUFS)
 
     def handle(self, ns: str | None) -> AsyncIPRoute:
         h = self._handles.get(ns)
         if h is None:
             sock = netns.netlink_socket(ns)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # FORCE: past rmem_max, with CAP_NET_ADMIN
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+                    break
+                except OSError:
+                    continue
             self._bind_unique(sock)
             h = AsyncIPRoute(fileno=sock.detach())
             self._handles[ns] = h
         return h
+
+    async def call(self, ns: str | None, what: str, make):
+        """MAKE(handle) -> awaitable, run within the namespace's window, bounded in time, and
+        retried on a fresh socket when its reply was lost. Netlink errors (the kernel's answer)
+        pass through; only silence or a failed socket is retried."""
+        window = self._windows.get(ns) or self._windows.setdefault(ns, asyncio.Semaphore(WINDOW))
+        for attempt in range(RETRIES + 1):
+            async with window:
+                h = self.handle(ns)
+                try:
+                    return await asyncio.wait_for(make(h, attempt), TIMEOUT)
+                except NetlinkError:
+                    raise
+                except (asyncio.TimeoutError, OSError) as e:
+                    if attempt == RETRIES:
+                        raise NetlinkLost(f"{what} in {ns or 'the current netns'}: no reply after {RETRIES + 1} "
+                                          f"tries ({type(e).__name__}: {e})") from None
+                    self.lost += 1
+                    if self._handles.get(ns) is h:
+                        self.forget(ns)  # a socket that lost a reply is not trusted again
+        raise AssertionError("unreachable")
 
     _next_port = 0
 
@@ -87,8 +167,10 @@ class Rtnl:
 
     # ------------------------------------------------------------------ observe
 
-    async def observe(self, ns: str | None) -> NsState:
-        h = self.handle(ns)
+    async def observe(self, ns: str | None, v6: bool = False) -> NsState:
+        return await self.call(ns, "dump", lambda h, _: self._observe(h, v6))
+
+    async def _observe(self, h, v6: bool) -> NsState:
         st = NsState()
         names: dict[int, str] = {}
         async for msg in await h.link("dump"):
@@ -106,21 +188,19 @@ class Rtnl:
                 alias=msg.get("ifalias"),
                 peer_index=msg.get("link"),
                 hairpin=bool(slave.get_attr("IFLA_BRPORT_MODE")) if slave else False,
+                mtu=msg.get("mtu") or 0,
             )
-        async for msg in await h.addr("dump", family=socket.AF_INET):
-            dev = names.get(msg["index"])
-            st.addresses.add((dev, ipaddress.IPv4Interface(f"{msg.get('address')}/{msg['prefixlen']}")))
-        async for msg in await h.route("dump", family=socket.AF_INET, table=RT_TABLE_MAIN):
-            if msg["type"] != 1:  # RTN_UNICAST only: skip local/broadcast entries
-                continue
-            dst = msg.get("dst") or "0.0.0.0"
-            gw = msg.get("gateway")
-            st.routes.append(RouteEntry(
-                dst=ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}"),
-                gateway=ipaddress.IPv4Address(gw) if gw else None,
-                oif=msg.get("oif"),
-                proto=msg["proto"],
-            ))
+        for family in (socket.AF_INET, socket.AF_INET6) if v6 else (socket.AF_INET,):
+            async for msg in await h.addr("dump", family=family):
+                dev = names.get(msg["index"])
+                iface = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
+                st.addresses.add((dev, iface))
+                if (msg.get_attr("IFA_FLAGS") or msg["flags"]) & IFA_F_TENTATIVE:
+                    st.tentative.add((dev, iface))
+            async for msg in await h.route("dump", family=family):
+                entry = _route_entry(msg, family)
+                if entry is not None:
+                    st.routes.append(entry)
         return st
 
     async def not_yet_transmitting(self, ns: str | None, names: set[str]) -> set[str]:
@@ -131,47 +211,76 @@ class Rtnl:
         busy machine): a bridge forwarding a container's ARP reply into it in between loses it,
         and the container asks again only after a second (its neighbour retransmit time). The
         link's own IFLA_QDISC already names the real qdisc then: it cannot tell."""
-        out = set()
-        async for msg in await self.handle(ns).link("dump"):
-            name = msg.get("ifname")
-            if name in names and msg["flags"] & IFF_UP and msg["flags"] & IFF_LOWER_UP \
-                    and msg.get("operstate") != "UP":
-                out.add(name)
-        return out
+        async def go(h, _):
+            out = set()
+            async for msg in await h.link("dump"):
+                name = msg.get("ifname")
+                if name in names and msg["flags"] & IFF_UP and msg["flags"] & IFF_LOWER_UP \
+                        and msg.get("operstate") != "UP":
+                    out.add(name)
+            return out
+        return await self.call(ns, "link dump", go)
 
     # ------------------------------------------------------------------ act
 
-    async def _create_link(self, ns: str | None, msg) -> dict:
+    async def _create_link(self, ns: str | None, msg, name: str) -> dict:
         """RTM_NEWLINK with NLM_F_ECHO: the kernel answers with the new link (its index, and for
         a veth its peer's index). No NLM_F_ACK: pyroute2 stops reading after the echo, and an
-        ACK behind it would sit unread in the socket's queue forever (an error still comes)."""
+        ACK behind it would sit unread in the socket's queue forever (an error still comes).
+        A retry whose first try was made but not answered finds the link already there."""
         flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO
-        out = [m async for m in await self.handle(ns).nlm_request(msg, RTM_NEWLINK, flags)]
-        return next(m for m in out if m["header"]["type"] == RTM_NEWLINK)
 
-    async def create_bridge(self, ns: str | None, name: str, alias: str | None, mac: str = "") -> int:
+        async def go(h, attempt):
+            try:
+                out = [m async for m in await h.nlm_request(_fresh(msg), RTM_NEWLINK, flags)]
+            except NetlinkError as e:
+                if attempt and e.code == 17:  # EEXIST: our own lost first try
+                    return {"index": None}
+                raise
+            return next(m for m in out if m["header"]["type"] == RTM_NEWLINK)
+        new = await self.call(ns, f"create {name}", go)
+        if new["index"] is None:
+            new = await self._link_by_name(ns, name)
+        return new
+
+    async def _link_by_name(self, ns: str | None, name: str) -> dict:
+        async def go(h, _):
+            async for m in await h.link("dump"):
+                if m.get("ifname") == name:
+                    return {"index": m["index"], "link": m.get("link")}
+            raise NetlinkLost(f"{name} in {ns or 'the current netns'}: made, then not found")
+        return await self.call(ns, f"find {name}", go)
+
+    async def create_bridge(self, ns: str | None, name: str, alias: str | None, mac: str = "", mtu: int = 0) -> int:
         msg = ifinfmsg()
         msg["flags"] = msg["change"] = IFF_UP
         msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]})]
         if mac:
             msg["attrs"].append(("IFLA_ADDRESS", mac))
-        index = (await self._create_link(ns, msg))["index"]
+        if mtu:
+            msg["attrs"].append(("IFLA_MTU", mtu))
+        index = (await self._create_link(ns, msg, name))["index"]
         await self._mark(ns, index, alias)
         return index
 
     async def _mark(self, ns: str | None, index: int, alias: str | None) -> None:
         # the kernel ignores IFLA_IFALIAS in a create request: it takes a set
         if alias:
-            await self.handle(ns).link("set", index=index, ifalias=alias)
+            msg = ifinfmsg()
+            msg["index"] = index
+            msg["attrs"] = [("IFLA_IFALIAS", alias)]
+            await self._request(ns, msg, RTM_NEWLINK)
 
     async def create_veth(self, ns: str | None, name: str, alias: str | None, master: int | None,
                           up: bool, peer_ns: str | None, peer_name: str, mac: str = "",
-                          peer_mac: str = "") -> tuple[int, int]:
+                          peer_mac: str = "", mtu: int = 0) -> tuple[int, int]:
         fd = netns.open_fd(peer_ns)
         try:
             peer = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", fd)]
             if peer_mac:
                 peer.append(("IFLA_ADDRESS", peer_mac))
+            if mtu:
+                peer.append(("IFLA_MTU", mtu))
             msg = ifinfmsg()
             if up:
                 msg["flags"] = msg["change"] = IFF_UP
@@ -182,7 +291,9 @@ class Rtnl:
                 msg["attrs"].append(("IFLA_MASTER", master))
             if mac:
                 msg["attrs"].append(("IFLA_ADDRESS", mac))
-            new = await self._create_link(ns, msg)
+            if mtu:
+                msg["attrs"].append(("IFLA_MTU", mtu))
+            new = await self._create_link(ns, msg, name)
         finally:
             os.close(fd)
         await self._mark(ns, new["index"], alias)
@@ -192,11 +303,13 @@ class Rtnl:
     # keyword processing costs more than the kernel's work for these small requests.
 
     async def _request(self, ns: str | None, msg, msg_type: int, flags: int = _REQ) -> None:
-        async for _ in await self.handle(ns).nlm_request(msg, msg_type, flags):
-            pass
+        async def go(h, _):
+            async for _m in await h.nlm_request(_fresh(msg), msg_type, flags):
+                pass
+        await self.call(ns, f"request type {msg_type}", go)
 
     async def set_link(self, ns: str | None, index: int, up: bool | None = None,
-                       master: int | None = None) -> None:
+                       master: int | None = None, mtu: int | None = None) -> None:
         msg = ifinfmsg()
         msg["index"] = index
         if up is not None:
@@ -204,6 +317,8 @@ class Rtnl:
             msg["change"] = IFF_UP
         if master is not None:
             msg["attrs"].append(("IFLA_MASTER", master))
+        if mtu is not None:
+            msg["attrs"].append(("IFLA_MTU", mtu))
         await self._request(ns, msg, RTM_NEWLINK)
 
     async def set_hairpin(self, ns: str | None, index: int, on: bool) -> None:
@@ -223,25 +338,41 @@ class Rtnl:
             if e.code != 19:  # ENODEV: already gone (deleting one veth end takes the other)
                 raise
 
-    async def add_address(self, ns: str | None, index: int, iface: ipaddress.IPv4Interface) -> None:
+    @staticmethod
+    def _addr_msg(index: int, iface) -> ifaddrmsg:
         msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
         msg["prefixlen"] = iface.network.prefixlen
         msg["index"] = index
         ip = str(iface.ip)
         msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
-        if iface.network.prefixlen < 31:
+        if iface.version == 4 and iface.network.prefixlen < 31:
             msg["attrs"].append(("IFA_BROADCAST", str(iface.network.broadcast_address)))
+        if iface.version == 6:
+            # no duplicate address detection: the topology gives each address once (validated),
+            # and a tentative address would fail the first connection after `up` for ~1 s
+            msg["flags"] = IFA_F_NODAD
+            msg["attrs"].append(("IFA_FLAGS", IFA_F_NODAD))
+        return msg
+
+    async def delete_address(self, ns: str | None, index: int, iface) -> None:
+        try:
+            await self._request(ns, self._addr_msg(index, iface), RTM_DELADDR)
+        except NetlinkError as e:
+            if e.code not in (19, 99):  # ENODEV, EADDRNOTAVAIL: already gone
+                raise
+
+    async def add_address(self, ns: str | None, index: int, iface) -> None:
+        msg = self._addr_msg(index, iface)
         try:
             await self._request(ns, msg, RTM_NEWADDR, _REQ | NLM_F_CREATE | NLM_F_EXCL)
         except NetlinkError as e:
             if e.code != 17:  # EEXIST: raced with ourselves or an admin, the result is what we want
                 raise
 
-    async def replace_route(self, ns: str | None, dst: ipaddress.IPv4Network,
-                            gateway: ipaddress.IPv4Address, oif: int) -> None:
+    async def replace_route(self, ns: str | None, dst, gateway, oif: int) -> None:
         msg = rtmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         msg["dst_len"] = dst.prefixlen
         msg["table"] = RT_TABLE_MAIN
         msg["proto"] = ROUTE_PROTO
@@ -253,12 +384,36 @@ class Rtnl:
         await self._request(ns, msg, RTM_NEWROUTE, _REQ | NLM_F_CREATE | NLM_F_REPLACE)
 
     async def delete_route(self, ns: str | None, r: RouteEntry) -> None:
+        """Exactly route R (its table, type, metric, next hop and device), not another to its dst."""
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET if r.dst.version == 4 else socket.AF_INET6
+        msg["dst_len"] = r.dst.prefixlen
+        msg["table"] = r.table if r.table < 256 else 252
+        msg["type"] = r.type
+        msg["proto"] = r.proto
+        attrs = [("RTA_TABLE", r.table)]
+        if r.dst.prefixlen:
+            attrs.append(("RTA_DST", str(r.dst.network_address)))
+        if r.gateway is not None:
+            attrs.append(("RTA_GATEWAY", str(r.gateway)))
+        if r.oif:
+            attrs.append(("RTA_OIF", r.oif))
+        if r.priority:
+            attrs.append(("RTA_PRIORITY", r.priority))
+        msg["attrs"] = attrs
         try:
-            kw = {"gateway": str(r.gateway)} if r.gateway else {}
-            await self.handle(ns).route("del", dst=str(r.dst), proto=r.proto, table=RT_TABLE_MAIN, **kw)
+            await self._request(ns, msg, RTM_DELROUTE)
         except NetlinkError as e:
             if e.code != 3:  # ESRCH: already gone
                 raise
+
+    async def qdiscs(self, ns: str | None) -> dict[str, tuple[str, object]]:
+        """The root qdisc of each device by name: ("tbf", rate in bit/s), ("netem", fingerprint),
+        or (kind, None)."""
+        async def go(h, _):
+            names = {m["index"]: m.get("ifname") async for m in await h.link("dump")}
+            return {names.get(i, str(i)): q for i, q in (await _qdisc_dump(h)).items()}
+        return await self.call(ns, "qdisc dump", go)
 
     # ------------------------------------------------------------------ look up (explain)
 
@@ -288,3 +443,20 @@ class Rtnl:
 
 _NUD = ((0x01, "INCOMPLETE"), (0x02, "REACHABLE"), (0x04, "STALE"), (0x08, "DELAY"), (0x10, "PROBE"),
         (0x20, "FAILED"), (0x40, "NOARP"), (0x80, "PERMANENT"))
+
+
+async def _qdisc_dump(h) -> dict[int, tuple[str, object]]:
+    out = {}
+    async for m in await h.tc("dump"):
+        if m["parent"] != 0xFFFFFFFF:
+            continue  # only root qdiscs: what a device's egress goes through
+        kind = m.get_attr("TCA_KIND")
+        opts = m.get_attr("TCA_OPTIONS")
+        if kind == "tbf" and opts is not None:
+            parms = opts.get_attr("TCA_TBF_PARMS") or {}
+            out[m["index"]] = ("tbf", int(parms.get("rate", 0)) * 8)
+        elif kind == "netem":
+            out[m["index"]] = ("netem", repr(opts))  # compared by fingerprint with what we applied
+        else:
+            out[m["index"]] = (kind or "", None)
+    return out

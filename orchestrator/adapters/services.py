@@ -1,6 +1,13 @@
 """The containers' processes (the seed's `python3 -m http.server 80`): started detached in the
 container's namespace, tracked by pid *and* start time (a reused pid is never mistaken for
-ours), stopped by pid."""
+ours), stopped by pid.
+
+Each carries BRIDGELAB_SERVICE=<lab>/<name> in its environment, so it is found again even when
+no state file recorded it (a `kill -9` of `up` or of the daemon between the fork and the state
+write once left root processes holding deleted namespaces alive, untracked, and the next runs
+restarted services in a loop). Its output goes to <run dir>/<lab>/logs/<name>.log, 0600 in a
+0700 directory (access logs hold client addresses), capped at LOG_MAX bytes.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +19,17 @@ import subprocess
 import sys
 import time
 
-from . import netns
-from ..lab.naming import lab_dir
+from ..lab.naming import lab_dir, lab_file
 from ..lab.resources import ServiceProc
+from . import netns
+
+TAG = "BRIDGELAB_SERVICE"
+LOG_MAX = 1 << 20   # a service log is cut back to its last LOG_KEEP bytes past this
+LOG_KEEP = 256 << 10
+
+
+class ServiceFailed(RuntimeError):
+    pass
 
 
 def start_time(pid: int) -> str | None:
@@ -33,29 +48,76 @@ def running(rec: dict | None) -> bool:
     return bool(rec) and start_time(rec["pid"]) == rec.get("start")
 
 
+def _ns_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
 def alive(rec: dict | None, ns: str | None) -> bool:
-    if not rec or start_time(rec["pid"]) != rec["start"]:
+    if not running(rec):
         return False
     try:
-        return os.stat(f"/proc/{rec['pid']}/ns/net").st_ino == netns.inode(ns)
+        return _ns_inode(rec["pid"]) == netns.inode(ns)
     except FileNotFoundError:
         return False
 
 
-def start(lab: str, svc: ServiceProc) -> dict:
-    os.makedirs(svc.cwd, exist_ok=True)
-    if svc.cwd.startswith(lab_dir(lab)):
-        with open(os.path.join(svc.cwd, "index.html"), "w") as f:
+def tagged(lab: str) -> dict[str, list[dict]]:
+    """Every process carrying a service tag of LAB: {service name: [records]}."""
+    prefix = f"{TAG}={lab}/".encode()
+    out: dict[str, list[dict]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        for var in env.split(b"\0"):
+            if var.startswith(prefix):
+                pid = int(entry)
+                start = start_time(pid)
+                if start:
+                    out.setdefault(var[len(prefix):].decode(), []).append({"pid": pid, "start": start})
+                break
+    return out
+
+
+def log_path(lab: str, name: str) -> str:
+    return lab_file(lab, "logs", name.replace("/", "_") + ".log")
+
+
+def _prepare(lab: str, svc: ServiceProc) -> int:
+    os.makedirs(lab_dir(lab), mode=0o700, exist_ok=True)
+    os.makedirs(os.path.dirname(log_path(lab, svc.name)), mode=0o700, exist_ok=True)
+    if svc.http_root:
+        os.makedirs(svc.http_root, exist_ok=True)
+        with open(os.path.join(svc.http_root, "index.html"), "w") as f:
             f.write(f"{svc.node}\n")
+    else:
+        os.makedirs(svc.cwd, exist_ok=True)
+    return os.open(log_path(lab, svc.name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def start(lab: str, svc: ServiceProc) -> dict:
+    log = _prepare(lab, svc)
     argv = list(svc.argv)
     if argv[0] == "python3":
         argv[0] = sys.executable
-    log = open(os.path.join(lab_dir(lab), f"{svc.name.replace('/', '_')}.log"), "ab")
-    with log:
+    env = {**os.environ, TAG: f"{lab}/{svc.name}"}
+    env.pop("NOTIFY_SOCKET", None)  # systemd's notify socket is the daemon's, not a service's
+    try:
         proc = subprocess.Popen(
-            argv, cwd=svc.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            argv, cwd=svc.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             start_new_session=True, close_fds=True, preexec_fn=netns.setns_child(svc.ns),
         )
+    except OSError as e:
+        raise ServiceFailed(f"{svc.name}: cannot start {argv[0]}: {e.strerror}") from None
+    finally:
+        os.close(log)
     start = None
     for _ in range(100):  # /proc/PID/stat appears at fork; normally at once
         start = start_time(proc.pid)
@@ -64,6 +126,46 @@ def start(lab: str, svc: ServiceProc) -> dict:
         time.sleep(0.001)
     proc.returncode = 0  # detached: Popen must not warn that we never wait() for it
     return {"pid": proc.pid, "start": start, "ns": svc.ns}
+
+
+def _tail(lab: str, name: str, lines: int = 3) -> str:
+    try:
+        with open(log_path(lab, name), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 2000))
+            text = f.read().decode(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return " | ".join(text)
+
+
+async def settle(lab: str, svc: ServiceProc, rec: dict, timeout: float = 5.0) -> None:
+    """Done means serving: a curl right after `up` must not be refused (a fresh http.server takes
+    50-300 ms to bind on a busy machine). A service that exits at once is a failure, with the
+    last lines of its log; one without a port must still run after a moment."""
+    deadline = time.monotonic() + (timeout if svc.port else 0.15)
+    while True:
+        if not running(rec):
+            reap(rec["pid"])
+            tail = _tail(lab, svc.name)
+            raise ServiceFailed(f"{svc.name} exited at once" + (f": {tail}" if tail else "")
+                                + f" (log: {log_path(lab, svc.name)})")
+        if svc.port and _listening(svc.ns, svc.port):
+            return
+        if time.monotonic() > deadline:
+            if svc.port:
+                raise ServiceFailed(f"{svc.name} runs but does not listen on TCP port {svc.port} after {timeout:.0f} s")
+            return
+        await asyncio.sleep(0.02)
+
+
+def _listening(ns: str | None, port: int) -> bool:
+    with netns.entered(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+    finally:
+        s.close()
 
 
 def stop(rec: dict, timeout: float = 2.0) -> None:
@@ -94,18 +196,27 @@ def reap(pid: int) -> None:
         pass
 
 
-async def listening(ns: str | None, port: int, timeout: float = 5.0) -> bool:
-    """Wait until something accepts TCP connections on PORT inside NS (a fresh python3 http.server
-    takes 50-300 ms to bind on a busy machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with netns.entered(ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def cap_logs(lab: str) -> int:
+    """Cut service logs past LOG_MAX back to their last LOG_KEEP bytes, in place: the service
+    writes with O_APPEND and goes on at the new end. Returns how many were cut."""
+    try:
+        d = lab_file(lab, "logs")
+        names = os.listdir(d)
+    except OSError:
+        return 0
+    cut = 0
+    for name in names:
+        path = os.path.join(d, name)
         try:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        finally:
-            s.close()
-        await asyncio.sleep(0.02)
-    return False
+            if os.path.getsize(path) <= LOG_MAX:
+                continue
+            with open(path, "r+b") as f:
+                f.seek(-LOG_KEEP, os.SEEK_END)
+                tail = f.read()
+                f.seek(0)
+                f.truncate()
+                f.write(b"[bridgelab: log cut to its last %d bytes]\n" % LOG_KEEP + tail[tail.find(b"\n") + 1:])
+            cut += 1
+        except OSError:
+            continue
+    return cut

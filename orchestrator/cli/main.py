@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 from .. import logs
-from ..errors import EXIT_FAIL, EXIT_INPUT, BridgelabError, ConflictError
+from ..errors import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, BridgelabError, ConflictError
 from ..lab import spec as specmod
 from . import commands
 from .parser import parser
 
-NO_SPEC = ()  # commands that need no topology file
+NEEDS_NO_ROOT = ("validate", "graph")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    try:
+        import argcomplete  # shell completion: eval "$(register-python-argcomplete bridgelab)"
+        argcomplete.autocomplete(p)
+    except ImportError:
+        pass
+    args = p.parse_args(argv)
+    if args.cmd != "run":
+        # `bridgelab status | head -1`: a closed pipe ends us quietly, as it ends cat or grep
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     logs.configure(os.environ.get("BRIDGELAB_LOG_LEVEL", "info" if args.cmd == "run" else "warning"))
     try:
         spec = specmod.load(args.file)
@@ -27,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(e.render(), file=sys.stderr)
         return EXIT_INPUT
-    if os.geteuid() != 0 and args.cmd not in ("validate", "graph"):
+    if os.geteuid() != 0 and args.cmd not in NEEDS_NO_ROOT:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
@@ -36,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)
         return e.exit_code
     except BridgelabError as e:
-        print(f"bridgelab: {e}; nothing was changed", file=sys.stderr)
+        print(f"bridgelab {args.cmd}: {e}; nothing was changed", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print(f"bridgelab {args.cmd}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("BRIDGELAB_DEBUG"):
+            raise
+        print(f"bridgelab {args.cmd}: internal error: {type(e).__name__}: {e} "
+              "(BRIDGELAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,10 +23,14 @@ log = logs.get("bridgelab.daemon")
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_TC = 0x8  # qdiscs: a netem or tbf of an impairment changed or deleted
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
 
-_EVENT_NAMES = {16: "newlink", 17: "dellink", 20: "newaddr", 21: "deladdr", 24: "newroute", 25: "delroute"}
+_EVENT_NAMES = {16: "newlink", 17: "dellink", 20: "newaddr", 21: "deladdr", 24: "newroute", 25: "delroute",
+                36: "newqdisc", 37: "delqdisc"}
 
 
 class Doorbell:
@@ -82,7 +86,8 @@ class Doorbell:
 
 
 def rtnl_doorbell(loop, ns, ring) -> Doorbell:
-    return Doorbell(loop, ns, 0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE, ring)
+    return Doorbell(loop, ns, 0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_TC
+                    | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE, ring)
 
 
 def nft_doorbell(loop, ns, ring) -> Doorbell:
@@ -115,7 +120,7 @@ class Doorbells:
             try:
                 ino = netns.inode(ns)
                 for kind, make in (("rtnl", rtnl_doorbell), ("nft", nft_doorbell)):
-                    if kind == "nft" and ns != self.d.host_ns:
+                    if kind == "nft" and ns != self.d.host_ns and ns not in self._ruled():
                         continue
                     bell = self.bells.get((ns, kind))
                     if bell is not None and bell.inode == ino:
@@ -130,6 +135,10 @@ class Doorbells:
                 log.warning("subscribe deferred", ns=ns, error=str(e))
                 loop.call_later(0.05, self.ring, f"subscribe {ns}: {e.strerror or e}")
         return opened
+
+    def _ruled(self) -> set:
+        """Namespaces holding netfilter rules of the lab's besides the host's (impairments' queues)."""
+        return {x for i in self.d.impairments for x in (i.ns, i.peer_ns)}
 
     def rtnl_namespaces(self) -> list[str | None]:
         return [ns for ns, kind in self.bells if kind == "rtnl"]

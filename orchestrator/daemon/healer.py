@@ -30,6 +30,8 @@ class Healer:
         self.passes = 0
         self.after_pass: list[Callable[[Result], None]] = []  # e.g. re-sync the probes
         self.busy = False  # a pass is running (expectations wait for it, issue #17)
+        self._cause = ""
+        engine.on_phase = self._phase_done
 
     @property
     def d(self) -> Desired:
@@ -64,6 +66,7 @@ class Healer:
 
     async def run_pass(self, p: Pass) -> Result:
         self.busy = True
+        self._cause = "; ".join(p.causes) or "event"
         try:
             res = await self.engine.reconcile(dry_run=not self.heal, allow=self._allowed, only=p.only)
         finally:
@@ -92,23 +95,32 @@ class Healer:
 
     # ---------------------------------------------------------------- accounting
 
+    def _phase_done(self, applied: list[Action], errors: list[tuple[Action, str]]) -> None:
+        """Repairs are counted as each phase ends, not when the pass does: a service waiting to
+        listen does not hold back the count of the namespace made before it."""
+        for a in applied:
+            self._count(a, "applied")
+        for a, err in errors:
+            self._count(a, "failed")
+            log.error("heal failed", resource=a.target, ns=a.ns, action=a.verb, error=err)
+
+    def _count(self, a: Action, outcome: str) -> None:
+        self.metrics.drift.labels(a.metric).inc()
+        if outcome == "applied":
+            self._record_heal(a)
+        self.metrics.heal_actions.labels(a.metric, outcome).inc()
+        log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=self._cause, action=a.verb,
+                 detail=a.detail, outcome=outcome)
+
     def _account(self, res: Result, cause: str, first: float | None) -> None:
-        failed = {id(a) for a, _ in res.errors}
-        for a in res.actions:
-            self.metrics.drift.labels(a.metric).inc()
-            if not self.heal:
-                outcome = "observed"
-            else:
-                outcome = "failed" if id(a) in failed else "applied"
-                if outcome == "applied":
-                    self._record_heal(a)
-            self.metrics.heal_actions.labels(a.metric, outcome).inc()
-            log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=cause, action=a.verb,
-                     detail=a.detail, outcome=outcome)
+        if not self.heal:  # nothing was applied: each drift is only observed
+            for a in res.actions:
+                self.metrics.drift.labels(a.metric).inc()
+                self.metrics.heal_actions.labels(a.metric, "observed").inc()
+                log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=cause, action=a.verb,
+                         detail=a.detail, outcome="observed")
         for a in res.held:
             self.metrics.heal_actions.labels(a.metric, "backoff").inc()
-        for a, err in res.errors:
-            log.error("heal failed", resource=a.target, ns=a.ns, action=a.verb, error=err)
         if res.actions and self.heal:
             took = time.monotonic() - (first or time.monotonic())
             self.metrics.heal_seconds.observe(took)

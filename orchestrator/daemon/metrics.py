@@ -3,16 +3,75 @@ probes). One registry per daemon; every label set is bounded by the lists below.
 
 from __future__ import annotations
 
+import socket
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
-                               disable_created_metrics, start_http_server)
+                               disable_created_metrics, make_wsgi_app)
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from .. import __version__
+from ..errors import InputError
 from ..reconcile.kinds import METRIC_KINDS
 
 # the only values the `kind` label takes: one per resource kind (reconcile/kinds)
 KINDS = METRIC_KINDS
 OUTCOMES = ("applied", "failed", "backoff", "observed")  # observed: --no-heal
 RESYNC_REASONS = ("lost_events", "periodic", "resubscribe")
+
+
+MAX_CONNECTIONS = 4   # served at once: prometheus-client's own server spawned a thread per connection,
+IDLE_SECONDS = 5.0    # idle ones included, without bound
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = IDLE_SECONDS  # an idle keep-alive or a silent client gives its slot back
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once; beyond, connections are closed
+    at once and counted."""
+
+    daemon_threads = True
+    slots: threading.BoundedSemaphore
+    refused: Counter
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.refused.inc()
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _server(host: str, port: int, registry, refused: Counter) -> _BoundedServer:
+    cls = type("_Server", (_BoundedServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+    httpd = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_Handler)
+    httpd.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    httpd.refused = refused
+    return httpd
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse a metrics address we cannot listen on before anything else happens."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError as e:
+        raise InputError(f"--metrics-addr {host}:{port}: cannot listen there: {e.strerror}") from None
+    finally:
+        s.close()
 
 
 disable_created_metrics()  # *_created series double the exposition and no dashboard uses them
@@ -51,6 +110,10 @@ class Metrics:
                                  "Doorbell rings waiting for the next reconcile pass", registry=r)
         self.passes = Counter("bridgelab_reconcile_passes_total", "Reconcile passes by result",
                               ["result"], registry=r)
+        self.reloads = Counter("bridgelab_topology_reloads_total", "SIGHUP reloads of the topology file: "
+                               "applied, or refused (a bad file; the previous topology stays)", ["result"], registry=r)
+        for res in ("applied", "refused"):
+            self.reloads.labels(res)
         for k in KINDS:
             self.drift.labels(k)
             for o in OUTCOMES:
@@ -59,12 +122,18 @@ class Metrics:
             self.resyncs.labels(reason)
         for res in ("clean", "healed", "failed", "drift"):
             self.passes.labels(res)
+        self.refused = Counter("bridgelab_metrics_connections_refused_total",
+                               f"Scrape connections turned away: {MAX_CONNECTIONS} were being served", registry=r)
         self.server = None
 
     def serve(self, addr: str) -> tuple[str, int]:
         host, _, port = addr.rpartition(":")
-        self.server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
-                                                 registry=self.registry)
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            self.server = _server(host, int(port), self.registry, self.refused)
+        except OSError as e:
+            raise InputError(f"--metrics-addr {addr}: cannot listen there: {e.strerror}") from None
+        threading.Thread(target=self.server.serve_forever, name="bridgelab-metrics", daemon=True).start()
         return host, self.server.server_port
 
     def close(self) -> None:

@@ -48,6 +48,10 @@ class Poller:
                 v = sysctl.read(s.ns, s.key)
                 if v is not None and v != s.value:
                     self.ring(f"sysctl {s.key}={v}", s.ns, scope="none")
+        line = self.engine.st.impair.get("delayline")
+        if line and not services.running(line):
+            services.reap(line["pid"])
+            self.ring("the delay line is not running", scope="none")
         for s in d.services:
             rec = self.engine.st.services.get(s.name)
             if rec and not services.alive(rec, s.ns):

@@ -52,6 +52,7 @@ class Options:
     probes: bool = True
     bpf_stats: bool = False  # count probe run time (a kernel-wide switch, held while we run)
     drop_log_interval: float = 2.0
+    topology: str | None = None  # the file SIGHUP re-reads (None: the embedded seed lab)
 
 
 class Daemon:
@@ -115,6 +116,7 @@ class Daemon:
         stop: asyncio.Future = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.opts.metrics_addr:
             _, self.metrics_port = self.metrics.serve(self.opts.metrics_addr)
         if not await self._start():
@@ -156,6 +158,32 @@ class Daemon:
                  seconds=round(time.monotonic() - t0, 3))
         self.notifier.notify("READY=1", f"STATUS=lab {self.d.lab}: {len(res.actions)} changes at start")
         return True
+
+    def reload(self) -> None:
+        """SIGHUP: read the topology again; if it is valid and names the same lab, reconcile toward
+        it from now on (what changed is applied by the next pass). A bad file changes nothing."""
+        from ..lab import desired as plan
+        from ..lab import spec as specmod
+        try:
+            spec = specmod.load(self.opts.topology)
+        except specmod.SpecError as e:
+            log.error("reload refused", source=e.source, problems=[f"{f}: {m}" for f, m, _ in e.problems][:10],
+                      keeping="the topology loaded before")
+            self.metrics.reloads.labels("refused").inc()
+            return
+        if spec.lab != self.d.lab:
+            log.error("reload refused", source=spec.source, problems=[f"lab: {spec.lab}, the daemon runs {self.d.lab}"],
+                      keeping="the topology loaded before")
+            self.metrics.reloads.labels("refused").inc()
+            return
+        new = plan.desired(spec, self.d.mode)
+        self.engine.retarget(new)
+        self.engine.source = spec.source
+        self.doorbells.d = new
+        self.probes.retarget(new)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("reloaded", source=spec.source)
+        self.ring("topology reloaded")
 
     def _write_info(self) -> None:
         os.makedirs(lab_dir(self.d.lab), mode=0o700, exist_ok=True)

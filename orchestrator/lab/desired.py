@@ -11,8 +11,9 @@ Sandbox wiring (all namespaces named ``bl-<lab>-<node>``; nothing touches the ma
 Host mode applies the same host part to the namespace bridgelab runs in, with the uplink being a
 real interface the admin owns (we never create, address or route it).
 
-One builder per part of the topology (the host's bridge, the containers, the sandbox's
-stand-ins); each adds the resources that part implies to one accumulator.
+One builder per part of the topology (the networks' bridges, the containers, the links between
+them, the host's sysctls, the sandbox's stand-ins); each adds what that part implies to one
+accumulator.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 
 from . import resources as r
 from .naming import alias, mac, ns_name, table_name, www_dir
-from .nft_table import render_table
-from .spec import Service, Spec
+from .nft_table import family, render_table
+from .spec import DEFAULT_NETWORK, Container, Netem, Network, Service, Spec
 
 SANDBOX = "sandbox"
 HOST = "host"
 MODES = (SANDBOX, HOST)
 ANY = ipaddress.IPv4Network("0.0.0.0/0")
+ANY6 = ipaddress.IPv6Network("::/0")
 LAN_BRIDGE = "lan0"
 SCENERY = ("gateway", "client", "internet", "lan")  # the sandbox's stand-ins, in this order
 
@@ -39,6 +41,7 @@ class _Acc:
 
     lab: str
     host_ns: str | None
+    v6: bool
     namespaces: list[r.Namespace] = field(default_factory=list)
     bridges: list[r.Bridge] = field(default_factory=list)
     veths: list[r.Veth] = field(default_factory=list)
@@ -49,7 +52,9 @@ class _Acc:
     tables: list[r.NftTable] = field(default_factory=list)
     forward: list[r.ForwardAccess] = field(default_factory=list)
     services: list[r.ServiceProc] = field(default_factory=list)
+    impairments: list[r.Impairment] = field(default_factory=list)
     nodes: dict[str, str | None] = field(default_factory=dict)
+    networks: dict[str, str] = field(default_factory=dict)  # device "ns/ifname" -> network (metric label)
 
     def node_ns(self, node: str) -> str:
         name = ns_name(self.lab, node)
@@ -61,67 +66,164 @@ class _Acc:
     def links_up(self, *ends: tuple[str | None, str]) -> None:
         self.up += [r.LinkUp(ns, name) for ns, name in ends]
 
+    def address(self, ns: str | None, dev: str, ip, prefixlen: int) -> None:
+        self.addresses.append(r.Address(ns, dev, ipaddress.ip_interface(f"{ip}/{prefixlen}")))
+
+    def impair(self, name: str, sender: tuple[str | None, str], receiver: tuple[str | None, str], port: bool,
+               peer_port: bool, em: Netem | None) -> None:
+        if em is not None:
+            self.impairments.append(r.Impairment(name, *sender, *receiver, port, peer_port, em))
+
 
 def desired(spec: Spec, mode: str = SANDBOX) -> r.Desired:
     if mode not in MODES:
         raise ValueError(mode)
     host_ns = ns_name(spec.lab, "host") if mode == SANDBOX else None
-    acc = _Acc(spec.lab, host_ns, nodes={"host": host_ns})
+    acc = _Acc(spec.lab, host_ns, spec.ipv6, nodes={"host": host_ns})
     if mode == SANDBOX:
         acc.node_ns("host")
-    _bridge(acc, spec)
-    _containers(acc, spec)
+    _bridges(acc, spec)
+    for c in spec.containers:
+        _container(acc, spec, c)
+    _links(acc, spec)
     _host_sysctls(acc, spec)
     if mode == SANDBOX:
         _sandbox(acc, spec)
-    acc.tables.append(r.NftTable(host_ns, "ip", table_name(spec.lab), render_table(spec)))
+    acc.tables.append(r.NftTable(host_ns, family(spec), table_name(spec.lab), render_table(spec)))
     acc.forward.append(r.ForwardAccess(host_ns, tuple(b.name for b in acc.bridges if b.ns == host_ns)))
     return r.Desired(
         lab=spec.lab, mode=mode, host_ns=host_ns, namespaces=tuple(acc.namespaces), bridges=tuple(acc.bridges),
         veths=tuple(acc.veths), up=tuple(acc.up), addresses=tuple(acc.addresses), routes=tuple(acc.routes),
         sysctls=tuple(acc.sysctls), tables=tuple(acc.tables), forward=tuple(acc.forward),
-        services=tuple(acc.services), nodes=acc.nodes, uplink=spec.uplink.name,
+        services=tuple(acc.services), impairments=tuple(acc.impairments), nodes=acc.nodes, uplink=spec.uplink.name,
+        ipv6=spec.ipv6, networks=acc.networks,
     )
 
 
-def _bridge(acc: _Acc, spec: Spec) -> None:
-    """The bridge, like docker0: the containers' gateway."""
-    br = spec.bridge
-    acc.bridges.append(r.Bridge(acc.host_ns, br.name, alias(spec.lab, "bridge"), mac(spec.lab, "host", br.name)))
-    acc.links_up((acc.host_ns, br.name))
-    acc.addresses.append(r.Address(acc.host_ns, br.name, ipaddress.IPv4Interface(f"{br.gateway}/{br.subnet.prefixlen}")))
+def _bridges(acc: _Acc, spec: Spec) -> None:
+    """A bridge per network, like docker0 (or `docker network create`): its gateway."""
+    for n in spec.networks:
+        role = "bridge" if n.name == DEFAULT_NETWORK else f"bridge:{n.name}"
+        acc.bridges.append(r.Bridge(acc.host_ns, n.bridge, alias(spec.lab, role), mac(spec.lab, "host", n.bridge),
+                                    n.mtu, n.name))
+        acc.links_up((acc.host_ns, n.bridge))
+        acc.networks[f"{acc.host_ns}/{n.bridge}"] = n.name
+        if n.subnet is not None:
+            acc.address(acc.host_ns, n.bridge, n.gateway, n.subnet.prefixlen)
+        if n.subnet6 is not None:
+            acc.address(acc.host_ns, n.bridge, n.gateway6, n.subnet6.prefixlen)
 
 
-def _containers(acc: _Acc, spec: Spec) -> None:
-    """A namespace each, a veth pair into the bridge, a default route via the bridge."""
-    lab, br = spec.lab, spec.bridge
-    for c in spec.containers:
-        cns = acc.node_ns(c.name)
+def _container(acc: _Acc, spec: Spec, c: Container) -> None:
+    """A namespace, a veth pair into each of its networks' bridges, its routes, its services;
+    a router (`forwarding: true`) forwards between its interfaces."""
+    lab = spec.lab
+    cns = acc.node_ns(c.name)
+    nets = {n.name: n for n in spec.networks}
+    for a in c.attachments:
+        n = nets[a.network]
         acc.veths.append(r.Veth(
             # hairpin: a container reaching its own published port through the host address is
             # DNATed by br_netfilter while bridged, and sent back out the port it came in by
-            a=r.VethEnd(acc.host_ns, c.host_interface, master=br.name, hairpin=bool(spec.ports),
-                        mac=mac(lab, "host", c.host_interface)),
-            b=r.VethEnd(cns, c.interface, mac=mac(lab, c.name, c.interface)),
-            alias=alias(lab, f"veth:{c.name}"),
+            a=r.VethEnd(acc.host_ns, a.host_interface, master=n.bridge, hairpin=bool(spec.ports) and not n.internal,
+                        mac=mac(lab, "host", a.host_interface), mtu=n.mtu),
+            b=r.VethEnd(cns, a.interface, mac=mac(lab, c.name, a.interface), mtu=n.mtu),
+            alias=alias(lab, f"veth:{c.name}" + ("" if a.network == DEFAULT_NETWORK else f":{a.network}")),
         ))
-        acc.links_up((acc.host_ns, c.host_interface), (cns, c.interface))
-        acc.addresses.append(r.Address(cns, c.interface, ipaddress.IPv4Interface(f"{c.address}/{br.subnet.prefixlen}")))
-        acc.routes.append(r.Route(cns, ANY, br.gateway, c.interface))
-        acc.services += [service(lab, c.name, cns, s, i) for i, s in enumerate(c.services)]
+        acc.links_up((acc.host_ns, a.host_interface), (cns, a.interface))
+        acc.networks[f"{acc.host_ns}/{a.host_interface}"] = acc.networks[f"{cns}/{a.interface}"] = n.name
+        if a.address is not None:
+            acc.address(cns, a.interface, a.address, n.subnet.prefixlen)
+        if a.address6 is not None:
+            acc.address(cns, a.interface, a.address6, n.subnet6.prefixlen)
+        if a.netem is not None:  # `at:` the container (traffic it sends) or the network (traffic to it)
+            mine, port = (cns, a.interface), (acc.host_ns, a.host_interface)
+            if a.netem_at in ("", c.name):
+                acc.impair(f"{c.name}:{a.interface} -> {a.network}", mine, port, False, True, a.netem)
+            if a.netem_at in ("", a.network):
+                acc.impair(f"{a.network} -> {c.name}:{a.interface}", port, mine, True, False, a.netem)
+    _container_routes(acc, spec, c, cns)
+    if c.forwarding:
+        acc.sysctls.append(r.Sysctl(cns, "net.ipv4.ip_forward", "1",
+                                    f"{c.name} is a router (forwarding: true): it forwards between its interfaces"))
+        if acc.v6:
+            acc.sysctls.append(r.Sysctl(cns, "net.ipv6.conf.all.forwarding", "1",
+                                        f"{c.name} is a router (forwarding: true): it forwards IPv6 too"))
+    acc.services += [service(lab, c.name, cns, s, acc.v6) for s in c.services]
+
+
+def _container_routes(acc: _Acc, spec: Spec, c: Container, cns: str) -> None:
+    """Its default route goes via the gateway of its first non-internal network (IPv4, and
+    IPv6 by gateway6), unless its `routes` give one; each of its `routes` leaves by the
+    interface whose network holds the next hop."""
+    nets = {n.name: n for n in spec.networks}
+    own = {r_.dst.version for r_ in c.routes if r_.dst.prefixlen == 0}
+    outer = next((a for a in c.attachments if not nets[a.network].internal), None)
+    if outer is not None:
+        n = nets[outer.network]
+        if 4 not in own and outer.address is not None:
+            acc.routes.append(r.Route(cns, ANY, n.gateway, outer.interface))
+        if 6 not in own and outer.address6 is not None:
+            acc.routes.append(r.Route(cns, ANY6, n.gateway6, outer.interface))
+    for rs in c.routes:
+        dev = _dev_toward(spec, c, rs.via)
+        if dev is not None:
+            acc.routes.append(r.Route(cns, rs.dst, rs.via, dev))
+
+
+def _dev_toward(spec: Spec, c: Container, via) -> str | None:
+    nets = {n.name: n for n in spec.networks}
+    for a in c.attachments:
+        n = nets[a.network]
+        for subnet in (n.subnet, n.subnet6):
+            if subnet is not None and via.version == subnet.version and via in subnet:
+                return a.interface
+    for link in spec.links:
+        for e in link.ends:
+            if e.node == c.name:
+                for ad in (e.address, e.address6):
+                    if ad is not None and via.version == ad.version and via in ad.network:
+                        return e.interface
+    return None
+
+
+def _links(acc: _Acc, spec: Spec) -> None:
+    """Point-to-point links: a veth pair between two containers, addressed, impaired."""
+    for link in spec.links:
+        a, b = link.a, link.b
+        na, nb = acc.nodes[a.node], acc.nodes[b.node]
+        acc.veths.append(r.Veth(
+            a=r.VethEnd(na, a.interface, mac=mac(spec.lab, a.node, a.interface), mtu=link.mtu),
+            b=r.VethEnd(nb, b.interface, mac=mac(spec.lab, b.node, b.interface), mtu=link.mtu),
+            alias=alias(spec.lab, f"link:{a.node}:{a.interface}"),
+        ))
+        acc.links_up((na, a.interface), (nb, b.interface))
+        for e, ns, o, ons in ((a, na, b, nb), (b, nb, a, na)):
+            for ad in (e.address, e.address6):
+                if ad is not None:
+                    acc.addresses.append(r.Address(ns, e.interface, ad))
+            acc.impair(f"{e.node}:{e.interface} -> {o.node}:{o.interface}", (ns, e.interface), (ons, o.interface),
+                       False, False, e.netem)
 
 
 def _host_sysctls(acc: _Acc, spec: Spec) -> None:
     """Each one justified."""
-    acc.sysctls.append(r.Sysctl(acc.host_ns, "net.ipv4.ip_forward", "1",
-                                "the host routes between the bridge and the uplink: without it the seed's "
-                                "containers cannot leave the host (its step 4)"))
-    if spec.ports:
-        acc.sysctls.append(r.Sysctl(
-            acc.host_ns, f"net.ipv4.conf.{spec.bridge.name}.route_localnet", "1",
-            "a connection to 127.0.0.1:PORT is DNATed to a container and leaves by the bridge with source "
-            "127.0.0.1; without this the kernel drops it as a martian (the seed's refused curl). The "
-            "raw-table rule keeps 127/8 unreachable from outside (moby#45610)"))
+    external = [n for n in spec.networks if not n.internal]
+    if external or not spec.networks:
+        acc.sysctls.append(r.Sysctl(acc.host_ns, "net.ipv4.ip_forward", "1",
+                                    "the host routes between the bridge and the uplink: without it the seed's "
+                                    "containers cannot leave the host (its step 4)"))
+    if acc.v6 and any(n.subnet6 for n in external):
+        acc.sysctls.append(r.Sysctl(acc.host_ns, "net.ipv6.conf.all.forwarding", "1",
+                                    "the host routes IPv6 between the bridges and the uplink (NAT66 or routed)"))
+    targets = {spec.reachable(p.container).network for p in spec.ports if spec.reachable(p.container)}
+    for n in spec.networks:
+        if n.name in targets:
+            acc.sysctls.append(r.Sysctl(
+                acc.host_ns, f"net.ipv4.conf.{n.bridge}.route_localnet", "1",
+                "a connection to 127.0.0.1:PORT is DNATed to a container and leaves by the bridge with source "
+                "127.0.0.1; without this the kernel drops it as a martian (the seed's refused curl). The "
+                "raw-table rule keeps 127/8 unreachable from outside (moby#45610)"))
 
 
 def _sandbox(acc: _Acc, spec: Spec) -> None:
@@ -139,26 +241,43 @@ def _sandbox(acc: _Acc, spec: Spec) -> None:
                                 b=r.VethEnd(peer_ns, peer_if, mac=mac(lab, peer_node, peer_if)),
                                 alias=alias(lab, role)))
         acc.links_up((lan, port_if), (peer_ns, peer_if))
-    acc.addresses.append(r.Address(host_ns, up_.name, up_.address))
-    acc.routes.append(r.Route(host_ns, ANY, up_.gateway, up_.name))
-    gw_lan = ipaddress.IPv4Interface(f"{up_.gateway}/{up_.address.network.prefixlen}")
-    acc.addresses += [r.Address(gw, "eth0", gw_lan), r.Address(gw, "eth1", sb.upstream),
-                      r.Address(cl, "eth0", sb.client), r.Address(inet, "eth0", sb.internet)]
     acc.veths.append(r.Veth(a=r.VethEnd(gw, "eth1", mac=mac(lab, "gateway", "eth1")),
                             b=r.VethEnd(inet, "eth0", mac=mac(lab, "internet", "eth0")), alias=alias(lab, "upstream")))
     acc.links_up((gw, "eth1"), (inet, "eth0"))
+    acc.addresses.append(r.Address(host_ns, up_.name, up_.address))
+    acc.routes.append(r.Route(host_ns, ANY, up_.gateway, up_.name))
+    acc.address(gw, "eth0", up_.gateway, up_.address.network.prefixlen)
+    acc.addresses += [r.Address(gw, "eth1", sb.upstream), r.Address(cl, "eth0", sb.client),
+                      r.Address(inet, "eth0", sb.internet)]
     acc.routes += [r.Route(cl, ANY, up_.gateway, "eth0"), r.Route(inet, ANY, sb.upstream.ip, "eth0")]
     # The gateway routes LAN <-> internet but, like the seed's upstream router, has no route
     # back to the lab subnet: that is why the seed's pings got no reply without MASQUERADE.
     acc.sysctls.append(r.Sysctl(gw, "net.ipv4.ip_forward", "1",
                                 "the gateway is a router between the LAN and the internet stand-in"))
+    if acc.v6:
+        _sandbox6(acc, spec, gw, cl, inet)
 
 
-def service(lab: str, node: str, ns: str | None, s: Service, index: int = 0) -> r.ServiceProc:
+def _sandbox6(acc: _Acc, spec: Spec, gw: str, cl: str, inet: str) -> None:
+    """The same stand-ins in IPv6: the gateway at the uplink's gateway6 with no route back to
+    the lab's ULA subnets (the seed's NAT lesson, in IPv6)."""
+    up_, sb, host_ns = spec.uplink, spec.sandbox, acc.host_ns
+    acc.addresses.append(r.Address(host_ns, up_.name, up_.address6))
+    acc.routes.append(r.Route(host_ns, ANY6, up_.gateway6, up_.name))
+    acc.address(gw, "eth0", up_.gateway6, up_.address6.network.prefixlen)
+    acc.addresses += [r.Address(gw, "eth1", sb.upstream6), r.Address(cl, "eth0", sb.client6),
+                      r.Address(inet, "eth0", sb.internet6)]
+    acc.routes += [r.Route(cl, ANY6, up_.gateway6, "eth0"), r.Route(inet, ANY6, sb.upstream6.ip, "eth0")]
+    acc.sysctls.append(r.Sysctl(gw, "net.ipv6.conf.all.forwarding", "1",
+                                "the gateway routes IPv6 between the LAN and the internet stand-in"))
+
+
+def service(lab: str, node: str, ns: str | None, s: Service, v6: bool = False) -> r.ServiceProc:
     if s.kind == "http":
         # The seed runs `python3 -m http.server 80` in each container. We serve a directory of our
-        # own (naming the node) rather than whatever the daemon's cwd happens to be.
-        argv = ("python3", "-m", "http.server", str(s.port))
+        # own (naming the node) rather than whatever the daemon's cwd happens to be; `--bind ::`
+        # is dual stack (IPV6_V6ONLY off), so it serves IPv4 and IPv6 alike.
+        argv = ("python3", "-m", "http.server", str(s.port)) + (("--bind", "::") if v6 else ())
         root = www_dir(lab, node)
         return r.ServiceProc(node, ns, f"{node}/http:{s.port}", argv, root, s.port, http_root=root)
-    return r.ServiceProc(node, ns, f"{node}/{s.name}", tuple(s.argv), "/", s.port)
+    return r.ServiceProc(node, ns, f"{node}/{s.name}", tuple(s.argv), "/", s.port, protocol=s.protocol)

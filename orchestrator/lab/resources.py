@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .spec.model import Netem
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -99,14 +101,31 @@ class ForwardAccess:
 
 
 @dataclass(frozen=True)
+class Impairment:
+    """One direction of a link impaired (netem): what leaves DEV in NS toward PEER_DEV in
+    PEER_NS. Where the kernel has sch_netem it sits at the sender's egress; without it, rate
+    does (tbf) and the rest at the receiver's ingress (adapters/impair.py)."""
+
+    name: str             # "r1:eth1 -> r2:eth1", "web:eth0 -> front", "front -> web:eth0"
+    ns: str | None
+    dev: str
+    peer_ns: str | None
+    peer_dev: str
+    port: bool            # the sender is a bridge port (frames to the container leave the bridge by it)
+    peer_port: bool       # the receiver is a bridge port: frames reach the IP hooks by br_netfilter
+    netem: Netem
+
+
+@dataclass(frozen=True)
 class ServiceProc:
     node: str
     ns: str | None
     name: str  # unique within the lab, e.g. container1/http:80
     argv: tuple[str, ...]
     cwd: str
-    port: int | None = None  # TCP port it serves: `up` returns once it listens
+    port: int | None = None  # the port it serves: `up` returns once it is bound
     http_root: str = ""  # kind http: the directory it serves (its index names the node)
+    protocol: str = "tcp"
 
 
 @dataclass(frozen=True)
@@ -124,8 +143,11 @@ class Desired:
     tables: tuple[NftTable, ...]
     forward: tuple[ForwardAccess, ...]
     services: tuple[ServiceProc, ...]
+    impairments: tuple[Impairment, ...] = ()
     nodes: dict[str, str | None] = field(compare=False, default_factory=dict)  # node -> ns
     uplink: str = field(compare=False, default="")  # in host mode the admin's, not ours: probed, never touched
+    ipv6: bool = False  # the topology has IPv6 (an IPv4-only one stays IPv4-only)
+    networks: dict[str, str] = field(compare=False, default_factory=dict)  # "ns/ifname" -> network name
 
     def managed_ns(self) -> list[str | None]:
         """Every namespace the lab touches, the host's first."""

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from . import links, points
 from .points import nf_hook
 from .events import tuple_dict
-from .reasons import reason_names
+from .reasons import is_loss, reason_names
 
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 0: "non_ip"}
 
@@ -85,7 +85,7 @@ class ProbeCollector:
         self.p = probes
         self.ports = ports          # names of the bridge ports (veth host ends)
         self.macs = macs or {}      # "aa:bb:..." -> (node, interface), the lab's own MACs
-        self.carry: dict = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}}
+        self.carry: dict = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}, "frees": {}}
         self.lock = threading.Lock()
 
     def _names(self, cookie: int, ifindex: int) -> tuple[str, str]:
@@ -159,7 +159,7 @@ class ProbeCollector:
         """Everything the maps hold plus what was folded out of them, labelled:
         {family: {labels tuple: value}}."""
         with self.lock:
-            out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}, "lost": {}}
+            out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}, "frees": {}, "lost": {}}
             for fam, table in (("tc", "tc_counts"), ("nf", "nf_counts"), ("drops", "drop_counts"), ("nf", "nat_counts")):
                 t = self.p.table(fam, table) if (table != "nat_counts" or self.p.read_packet) else None
                 if t is not None:
@@ -179,7 +179,7 @@ class ProbeCollector:
         return out
 
     def _label(self, fam: str, table: str, items) -> dict:
-        out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}}
+        out = {"packets": {}, "bytes": {}, "drops": {}, "nat": {}, "frees": {}}
         if table == "tc_counts":
             for k, v in items:
                 node, dev = self._names(k.cookie, k.ifindex)
@@ -205,8 +205,12 @@ class ProbeCollector:
                 node = self.p.known_cookies.get(k.cookie)
                 if node is None:
                     continue
-                key = (node, points.nf_name(k.point), names.get(k.reason, str(k.reason)))
-                out["drops"][key] = out["drops"].get(key, 0) + _sum(v)
+                reason = names.get(k.reason, str(k.reason))
+                if is_loss(reason):
+                    key = (node, points.nf_name(k.point), reason)
+                    out["drops"][key] = out["drops"].get(key, 0) + _sum(v)
+                else:  # freed after delivery (reasons.AFTER_DELIVERY): counted apart, never a drop
+                    out["frees"][(node, reason)] = out["frees"].get((node, reason), 0) + _sum(v)
         elif table == "nat_counts":
             for k, v in items:
                 node = self.p.known_cookies.get(k.cookie)
@@ -243,6 +247,11 @@ class ProbeCollector:
                                  labels=["node", "hook", "reason"])
         for key, v in s["drops"].items():
             dr.add_metric(list(key), v)
+        fr = CounterMetricFamily("bridgelab_delivered_frees", "Lab packets freed after they were delivered to a "
+                                 "socket layer (no socket on the port, a queue purged on close, TCP discarding "
+                                 "what it has): not losses, never in bridgelab_drops_total", labels=["node", "reason"])
+        for key, v in s["frees"].items():
+            fr.add_metric(list(key), v)
         out = CounterMetricFamily("bridgelab_drops_outside_lab", "Drops on this machine of packets the "
                                   "lab's probes never saw (not lab traffic)")
         t = self.p.table("drops", "drop_unattributed")
@@ -279,7 +288,7 @@ class ProbeCollector:
                 agg[key] = agg.get(key, 0) + v.value
             for key, v in agg.items():
                 fdb.add_metric(list(key), v)
-        yield from (pk, by, dr, out, nat, att, deg, links, lost, fdb)
+        yield from (pk, by, dr, fr, out, nat, att, deg, links, lost, fdb)
         stats = self.p.run_stats() if self.p.stats_enabled else None
         if stats:
             rt = CounterMetricFamily("bridgelab_probe_run_seconds", "CPU time the kernel spent in the probe "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import points
 from .points import nf_hook
+from .reasons import is_loss
 
 K_TC, K_NF, K_DROP = 1, 2, 3
 PROTO = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -95,9 +96,9 @@ class Packet:
     def verdict(self) -> str:
         if any(h.reason for h in self.hops):
             i, h = next((i, h) for i, h in enumerate(self.hops) if h.reason)
-            if any(x.hook == "input" and x.node == h.node for x in self.hops[:i]):
+            if not is_loss(h.reason) or any(x.hook == "input" and x.node == h.node for x in self.hops[:i]):
                 # e.g. an echo reply handed to a raw socket, then freed by ping_rcv as NO_SOCKET
-                return f"delivered to {h.node}'s stack, then dropped: {h.reason} in {h.function}"
+                return f"delivered, then freed: {h.reason} in {h.function}"
             return f"dropped at {h.node} {h.hook.removeprefix('drop@')}: {h.reason} in {h.function}"
         last = self.hops[-1]
         if last.hook in ("input", "bridge_input"):
@@ -266,3 +267,13 @@ def parse_net(text: str) -> tuple[int, int]:
     net = ipaddress.IPv4Network(text, strict=False)
     to = lambda a: struct.unpack("<I", a.packed)[0]  # noqa: E731
     return to(net.network_address), to(net.netmask)
+
+
+def set_filter(flt, text: str) -> None:
+    """A trace filter's host/net from TEXT (an address or ADDR/LEN). The probes match IPv4 in
+    the kernel; an IPv6 filter is matched by the flow the tc probes see (issue #14)."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.version == 4:
+        flt.net, flt.mask = parse_net(text)
+    else:
+        flt.net6 = net

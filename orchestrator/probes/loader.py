@@ -25,6 +25,7 @@ class TraceFilter:
     net: int = 0             # network byte order as the packet has it
     mask: int = 0
     port: int = 0
+    net6: object = None      # an IPv6 network to follow (ipaddress.IPv6Network)
 
 
 @dataclass

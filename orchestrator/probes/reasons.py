@@ -7,6 +7,28 @@ from functools import lru_cache
 from . import btf
 
 
+# Frees that are not losses. The packet reached a socket layer and was then discarded there: no
+# socket on that port (the sender is answered with a reset or an ICMP unreachable: nothing
+# listens, which explain reports as such), the socket's queue purged on close (every TCP close),
+# a socket filter declining it (ping's raw socket sees every ICMP reply and ping_rcv frees the
+# copy as NO_SOCKET), TCP discarding a segment it already has or does not want; or it was a
+# flooded copy reaching a host it was not for (OTHERHOST) while the frame itself went on. Not
+# here, because the packet is lost: checksum errors, a full receive buffer or accept queue.
+AFTER_DELIVERY = frozenset({
+    "NO_SOCKET", "QUEUE_PURGE", "SOCKET_CLOSE", "SOCKET_FILTER", "UNIX_DISCONNECT", "UNIX_SKIP_OOB", "OTHERHOST",
+    "TCP_ABORT_ON_DATA", "TCP_ACK_UNSENT_DATA", "TCP_CLOSE", "TCP_FASTOPEN", "TCP_FLAGS", "TCP_INVALID_ACK_SEQUENCE",
+    "TCP_INVALID_END_SEQUENCE", "TCP_INVALID_SEQUENCE", "TCP_INVALID_SYN", "TCP_OFOMERGE", "TCP_OFO_DROP",
+    "TCP_OFO_QUEUE_PRUNE", "TCP_OLD_ACK", "TCP_OLD_DATA", "TCP_OLD_SEQUENCE", "TCP_OVERWINDOW", "TCP_RESET",
+    "TCP_RFC7323_PAWS", "TCP_RFC7323_PAWS_ACK", "TCP_RFC7323_TSECR", "TCP_RFC7323_TW_PAWS", "TCP_TOO_OLD_ACK",
+    "TCP_ZEROWINDOW",
+})
+
+
+def is_loss(reason: str) -> bool:
+    """A drop reason that means the packet was lost (not freed after it was delivered)."""
+    return reason not in AFTER_DELIVERY
+
+
 @lru_cache(maxsize=1)
 def reason_names() -> dict[int, str]:
     """SKB_DROP_REASON_NOT_SPECIFIED -> NOT_SPECIFIED, from the kernel's BTF enum (the same

@@ -8,6 +8,7 @@ concurrently; each is applied by the kind that made it (kinds/).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +20,9 @@ from ..lab.naming import ns_prefix
 from ..lab.resources import Desired
 from .diff import diff
 from .kinds import BY_NAME, KINDS, Action
+from .kinds.base import PHASE_NAMES
 from .snapshot import NsState, Observed
+from . import shared
 from .state import State
 
 log = logs.get("bridgelab.reconcile")
@@ -51,11 +54,15 @@ class Engine:
         self._adopting_other_mode = (loaded is not None and loaded.mode != desired.mode
                                      and bool(loaded.services or loaded.nft))
         self.st = loaded or State(lab=desired.lab, mode=desired.mode, source=source)
+        self.st.check_here()
         self.index: dict[tuple[str | None, str], int] = {}
         self._ns_ino: dict[str, int] = {}
         self._up = {(u.ns, u.name) for u in desired.up}
         self._last: Observed | None = None
         self.phase_seconds: dict[int, float] = {}
+        self.progress = None  # an object with start(total), phase(name, done), stop(): `up` on a terminal
+        self.applied: list[Action] = []  # so far in the current pass (what an interrupted `up` reports)
+        self.on_phase = None  # (applied, errors) of each phase as it ends: the daemon counts repairs at once
 
     def close(self) -> None:
         self.rtnl.close()
@@ -78,8 +85,9 @@ class Engine:
         return (ns, name) in self._up
 
     def create_namespaces(self, names: list[str]) -> None:
-        # topologies are IPv4-only: no IPv6 addrconf work in lab namespaces (a third of `up`)
-        netns.create_many(names, ipv4_only=True)
+        # an IPv4-only topology gets IPv4-only namespaces: no IPv6 addrconf work in them (a third
+        # of `up`), as Docker does for networks without IPv6
+        netns.create_many(names, ipv4_only=not self.d.ipv6)
 
     def namespace_made(self, name: str) -> None:
         self._ns_ino[name] = netns.inode(name)
@@ -104,12 +112,15 @@ class Engine:
                 last.pop(ns, None)
             if ns not in last or ns in (only or ()):
                 fresh.append(ns)
-        states = await asyncio.gather(*(self.rtnl.observe(ns) for ns in fresh))
+        states = await asyncio.gather(*(self.rtnl.observe(ns, v6=d.ipv6) for ns in fresh))
         by_ns = {ns: last[ns] for ns in look if ns in last}
         by_ns.update(zip(fresh, states))
         for ns in present - set(look):
             by_ns[ns] = NsState()
-        parts = {k.name: k.observe(self, present) for k in KINDS}
+        parts = {}
+        for k in KINDS:
+            got = k.observe(self, present)
+            parts[k.name] = await got if inspect.isawaitable(got) else got
         self.index = {(ns, name): link.index for ns, st in by_ns.items() for name, link in st.links.items()}
         self._last = Observed(present, by_ns, {k: v for k, v in parts.items() if v is not None})
         return self._last
@@ -136,16 +147,27 @@ class Engine:
         return res
 
     async def _apply(self, acts: list[Action], res: Result) -> None:
+        netns.preflight()  # e.g. a private mount namespace: refused before the first change
         by_phase: dict[int, list[Action]] = {}
         for a in acts:
             by_phase.setdefault(a.phase, []).append(a)
         self.st.mode = self.d.mode
         self.st.source = self.source or self.st.source
+        if self.d.mode == "host":
+            self.st.netns = shared.ns_identity()
         self.phase_seconds = {}
+        self.applied = res.applied
+        if self.progress is not None:
+            self.progress.start(len(acts))
         try:
             for phase in sorted(by_phase):
                 t0 = time.perf_counter()
+                done, failed = len(res.applied), len(res.errors)
                 await self._phase(by_phase[phase], res)
+                if self.on_phase is not None:
+                    self.on_phase(res.applied[done:], res.errors[failed:])
+                if self.progress is not None:
+                    self.progress.phase(PHASE_NAMES[phase], len(res.applied) + len(res.errors))
                 if not res.errors:
                     for kind in {BY_NAME[a.kind] for a in by_phase[phase]}:
                         await kind.after_phase(phase, acts, self)
@@ -153,6 +175,8 @@ class Engine:
                 if res.errors:
                     break  # later phases build on this one
         finally:
+            if self.progress is not None:
+                self.progress.stop()
             self.st.save()  # also when interrupted: what was started is remembered
 
     async def _phase(self, batch: list[Action], res: Result) -> None:

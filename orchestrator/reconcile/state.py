@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import UnsafeName
+from ..errors import BusyError, UnsafeName
 from ..lab.naming import lab_dir, lab_file
 
 
@@ -19,7 +19,18 @@ class State:
     source: str = ""
     services: dict[str, dict] = field(default_factory=dict)  # name -> {pid, start, ns}
     nft: dict[str, str] = field(default_factory=dict)  # table text sha -> kernel listing fingerprint
-    saved_sysctls: dict[str, str] = field(default_factory=dict)  # host mode: value before us
+    saved_sysctls: dict[str, str] = field(default_factory=dict)  # before shared.py: value before us
+    netns: str = ""  # host mode: the namespace it was built in (shared.ns_identity)
+    impair: dict = field(default_factory=dict)  # the delay line's record, netem fingerprints, where rules are
+
+    def check_here(self) -> None:
+        """A host-mode lab lives in the namespace it was built in: refused from any other (its
+        links are not this namespace's, and this namespace's are not the lab's)."""
+        from .shared import ns_identity
+        if self.mode == "host" and self.netns and self.netns != ns_identity():
+            raise BusyError(f"lab {self.lab} was built in host mode in another network namespace "
+                            f"(dev-inode {self.netns}; this one is {ns_identity()}): run bridgelab from that "
+                            "namespace (e.g. nsenter --net=/proc/PID/ns/net of a process in it)")
 
     @classmethod
     def load(cls, lab: str) -> State | None:

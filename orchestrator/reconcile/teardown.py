@@ -34,6 +34,8 @@ class Teardown:
 async def teardown(lab: str, rtnl=None) -> list[str]:
     from .kinds import KINDS
     td = Teardown(check_lab(lab), State.load(lab), rtnl)
+    if td.st is not None:
+        td.st.check_here()
     own = rtnl is None
     try:
         for kind in reversed(KINDS):

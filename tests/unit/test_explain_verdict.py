@@ -10,7 +10,8 @@ import pytest
 
 from orchestrator.diagnose.explain.flow import Flow
 from orchestrator.diagnose.explain.live import Live, parse_trace
-from orchestrator.diagnose.explain.static import nft_facts, relevant
+from orchestrator.diagnose.explain.flow import design
+from orchestrator.diagnose.explain.static import nft_facts, path_devices, relevant
 from orchestrator.diagnose.explain.verdict import verdict
 from orchestrator.lab import desired as plan
 from orchestrator.lab import spec
@@ -18,7 +19,8 @@ from orchestrator.reconcile.kinds import Action, Finding
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "explain"
 SEED = spec.load("examples/seed.yaml")
-D = plan.desired(dataclasses.replace(SEED, lab="rec"), plan.SANDBOX)
+S = dataclasses.replace(SEED, lab="rec")
+D = plan.desired(S, plan.SANDBOX)
 
 
 def recorded(name: str):
@@ -94,7 +96,9 @@ def test_nft_trace_lines_with_a_drop_verdict():
 
 def test_what_lies_on_the_path():
     _, flow, _, _ = recorded("healthy_container1_gateway")
-    links = {"br0", "ens33", "veth1"}
-    assert relevant(Action(4, "set-up", D.host_ns, "veth1"), flow, D, links)
-    assert not relevant(Action(4, "set-up", D.host_ns, "veth2"), flow, D, links)  # another container's port
-    assert not relevant(Action(10, "start-service", "x", "container2/http:80"), flow, D, links)
+    devs = path_devices(D, *design(S, D, flow))
+    assert {("bl-rec-host", "br0"), ("bl-rec-host", "ens33"), ("bl-rec-host", "veth1"),
+            ("bl-rec-container1", "eth1")} <= devs
+    assert relevant(Action(4, "set-up", D.host_ns, "veth1"), flow, D, devs)
+    assert not relevant(Action(4, "set-up", D.host_ns, "veth2"), flow, D, devs)  # another container's port
+    assert not relevant(Action(10, "start-service", "x", "container2/http:80"), flow, D, devs)

@@ -47,7 +47,7 @@ def whole(d: m.Desired) -> tuple[Observed, State]:
     obs = Observed(
         namespaces={n.name for n in d.namespaces},
         ns=ns,
-        parts={"sysctl": {(s.ns, s.key): s.value for s in d.sysctls},
+        parts={"sysctl": {(s.ns, s.key): s.value for s in d.sysctls} | {"claimed": {s.key for s in d.sysctls}},
                "nft": {(t.ns, t.family, t.name): "fp"},
                "service": {s.name: "running" for s in d.services}},
     )
@@ -134,13 +134,59 @@ def test_changed_nft_table_and_sysctl_drift():
     assert verbs(diff(d, obs, st)) == [("apply-table", "ip bridgelab_seed"), ("set-sysctl", "net.ipv4.ip_forward")]
 
 
-def test_stale_own_route_deleted_foreign_route_kept():
+def test_every_route_nobody_declared_is_removed_where_the_lab_owns_the_namespace():
+    """Issue #11: a foreign route in a container's namespace (128.0.0.0/1 hijacking its traffic)
+    was kept; in a namespace the lab owns outright the topology's routes are all its routes."""
     d = plan.desired(SEED)
     obs, st = whole(d)
     c1 = obs.ns["bl-seed-container1"]
     c1.routes.append(RouteEntry(ipaddress.IPv4Network("10.0.0.0/8"), None, 2, ROUTE_PROTO))
-    c1.routes.append(RouteEntry(ipaddress.IPv4Network("10.1.0.0/16"), None, 2, 4))  # an admin's (static)
-    assert verbs(diff(d, obs, st)) == [("delete-route", "10.0.0.0/8")]
+    c1.routes.append(RouteEntry(ipaddress.IPv4Network("128.0.0.0/1"), ipaddress.IPv4Address("172.168.1.12"), 2, 4))
+    c1.routes.append(RouteEntry(ipaddress.IPv4Network("172.168.1.12/32"), None, None, 4, type=6))  # blackhole
+    c1.routes.append(RouteEntry(plan.ANY, ipaddress.IPv4Address("172.168.1.1"), 2, 4, table=100))
+    c1.routes.append(RouteEntry(plan.ANY, ipaddress.IPv4Address("172.168.1.254"), 2, 4, priority=50))
+    c1.routes.append(RouteEntry(ipaddress.IPv4Network("172.168.1.0/24"), None, 2, 2))  # the kernel's: stays
+    assert verbs(diff(d, obs, st)) == [("delete-route", "0.0.0.0/0"), ("delete-route", "0.0.0.0/0"),
+                                       ("delete-route", "10.0.0.0/8"), ("delete-route", "128.0.0.0/1"),
+                                       ("delete-route", "172.168.1.12/32")]
+
+
+def test_a_wrong_default_route_is_replaced_not_deleted_and_added():
+    d = plan.desired(SEED)
+    obs, st = whole(d)
+    c1 = obs.ns["bl-seed-container1"]
+    c1.routes[:] = [RouteEntry(plan.ANY, ipaddress.IPv4Address("172.168.1.254"), 2, ROUTE_PROTO)]
+    assert verbs(diff(d, obs, st)) == [("replace-route", "0.0.0.0/0")]
+
+
+def test_in_a_shared_namespace_only_routes_through_the_labs_devices_are_its_business():
+    d = plan.desired(SEED, plan.HOST)
+    obs, st = whole(d)
+    for link in obs.ns[None].links.values():
+        link.alias = "bridgelab:seed:x"
+    host = obs.ns[None]
+    br0 = host.links["br0"].index
+    host.links["ens33"] = Link(99, "ens33", None, True, None, None, None)
+    host.routes += [RouteEntry(plan.ANY, ipaddress.IPv4Address("192.168.0.2"), 99, 4),  # the admin's default
+                    RouteEntry(ipaddress.IPv4Network("10.9.0.0/16"), None, br0, 4),    # through our bridge
+                    RouteEntry(ipaddress.IPv4Network("10.8.0.0/16"), None, 99, ROUTE_PROTO)]  # stamped ours
+    assert verbs(diff(d, obs, st)) == [("delete-route", "10.8.0.0/16"), ("delete-route", "10.9.0.0/16")]
+
+
+def test_addresses_nobody_declared_are_removed_from_the_labs_devices_only():
+    """Issue #11: after a spec change .11 -> .21 both stayed; a container given another's address
+    kept it."""
+    d = plan.desired(SEED)
+    obs, st = whole(d)
+    c1, host = obs.ns["bl-seed-container1"], obs.ns["bl-seed-host"]
+    c1.addresses |= {("eth1", ipaddress.IPv4Interface("172.168.1.21/24")),
+                     ("eth1", ipaddress.IPv4Interface("172.168.1.12/24")),
+                     ("lo", ipaddress.IPv4Interface("127.0.0.1/8")),          # the kernel's
+                     ("lo", ipaddress.IPv4Interface("172.168.1.12/32"))}
+    host.links["stranger0"] = Link(50, "stranger0", "veth", True, None, None, 51)
+    host.addresses.add(("stranger0", ipaddress.IPv4Interface("10.50.0.1/24")))  # a stranger's link: not ours
+    assert verbs(diff(d, obs, st)) == [("delete-address", "eth1"), ("delete-address", "eth1"),
+                                       ("delete-address", "lo")]
 
 
 def test_foreign_link_in_shared_namespace_is_a_conflict():

@@ -117,7 +117,7 @@ def test_all_problems_reported_at_once():
 def test_seed_is_valid_and_warns_about_public_space():
     s = spec.load("examples/seed.yaml")
     assert s.lab == "seed" and [c.name for c in s.containers] == ["container1", "container2"]
-    assert str(s.bridge.subnet) == "172.168.1.0/24" and str(s.bridge.gateway) == "172.168.1.1"
+    assert str(s.networks[0].subnet) == "172.168.1.0/24" and str(s.networks[0].gateway) == "172.168.1.1"
     assert [(p.host_port, p.container, p.container_port) for p in s.ports] == [(8888, "container1", 80), (9999, "container2", 80)]
     assert any("not private address space" in w for w in s.warnings)
     assert spec.load(None) == s.__class__(**{**s.__dict__, "source": "<embedded seed.yaml>"})

@@ -32,11 +32,14 @@ class NftTrace:
         from ...adapters import nft
         self.nft, self.ns = nft, ns
         self.table = f"bridgelab_explain_{os.getpid()}"
-        match = f"ip saddr {flow.src_addr}" if flow.src_addr else f"ip daddr {flow.dst_addr}"
-        nft.run(ns, f"add table ip {self.table}")
+        ip = "ip6" if flow.family == 6 else "ip"
+        match = f"{ip} saddr {flow.src_addr}" if flow.src_addr else f"{ip} daddr {flow.dst_addr}"
+        fam = "inet"
+        self.fam = fam
+        nft.run(ns, f"add table {fam} {self.table}")
         for chain, hook in (("pre", "prerouting"), ("out", "output")):
-            nft.run(ns, f"add chain ip {self.table} {chain} {{ type filter hook {hook} priority -500; }}")
-            nft.run(ns, f"add rule ip {self.table} {chain} {match} meta nftrace set 1")
+            nft.run(ns, f"add chain {fam} {self.table} {chain} {{ type filter hook {hook} priority -500; }}")
+            nft.run(ns, f"add rule {fam} {self.table} {chain} {match} meta nftrace set 1")
         cmd = ["nft", "-a", "monitor", "trace"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      preexec_fn=netns.setns_child(ns))
@@ -50,7 +53,7 @@ class NftTrace:
             self.proc.kill()
             out, _ = self.proc.communicate()
         try:
-            self.nft.run(self.ns, f"delete table ip {self.table}")
+            self.nft.run(self.ns, f"delete table {self.fam} {self.table}")
         except Exception:
             pass
         return parse_trace(out)
@@ -77,15 +80,18 @@ def probe(flow: Flow) -> str:
         r = subprocess.run(["ping", "-n", "-c", "1", "-W", "1", flow.dst_addr], capture_output=True, text=True,
                            preexec_fn=netns.setns_child(flow.src_ns))
         return "replied" if r.returncode == 0 else "timeout"
+    fam = socket.AF_INET6 if flow.family == 6 else socket.AF_INET
     with netns.entered(flow.src_ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if flow.proto == "tcp" else socket.SOCK_DGRAM)
+        s = socket.socket(fam, socket.SOCK_STREAM if flow.proto == "tcp" else socket.SOCK_DGRAM)
     try:
         s.settimeout(1.5)
-        if flow.proto == "udp":
-            s.sendto(b"bridgelab explain", (flow.dst_addr, flow.port))
-            return "sent"
         s.connect((flow.dst_addr, flow.port))
-        return "connected"
+        if flow.proto == "tcp":
+            return "connected"
+        # connected UDP: the ICMP port unreachable of a closed port comes back as ECONNREFUSED
+        s.send(b"bridgelab explain")
+        s.recv(2048)
+        return "replied"
     except socket.timeout:
         return "timeout"
     except OSError as e:
@@ -96,12 +102,12 @@ def probe(flow: Flow) -> str:
 
 
 def live(flow: Flow, d: Desired) -> Live:
-    from ...probes.events import parse_net
+    from ...probes.events import set_filter
     from ...probes.loader import TraceFilter
     from ...probes.session import TraceSession
     out = Live()
     flt = TraceFilter(proto={"icmp": 1, "tcp": 6, "udp": 17}[flow.proto])
-    flt.net, flt.mask = parse_net(flow.src_addr or flow.dst_addr)
+    set_filter(flt, flow.src_addr or flow.dst_addr)
     s = TraceSession(d, flt)
     trace = None
     try:

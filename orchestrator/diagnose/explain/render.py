@@ -11,7 +11,8 @@ def render(r: dict) -> str:
              + (f", published → {f['target_node']} {f['target_addr']}:{f['target_port']}"
                 if f["target_node"] and f["target_node"] != f["dst_node"] else "")]
     lines.append("static checks:")
-    lines += [f"  ✗ {x['what']}" for x in r["static"]] or ["  ✓ nothing on the path differs from the topology"]
+    lines += [f"  {'✗' if x.get('blocking', True) else '~'} {x['what']}" for x in r["static"]] \
+        or ["  ✓ nothing on the path differs from the topology"]
     lv = r["live"]
     if lv.get("result"):
         lines.append(f"live probe: {lv['result']}")

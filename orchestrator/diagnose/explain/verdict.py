@@ -3,6 +3,7 @@ Pure (unit-tested on recorded JSON)."""
 from __future__ import annotations
 
 from ...lab.resources import Desired
+from ...probes.reasons import is_loss
 from ...reconcile.kinds import Finding
 from .flow import Flow
 from .live import Live
@@ -13,23 +14,25 @@ def _in_ns(ns: str | None) -> str:
 
 
 def drops(lv: Live) -> list:
-    # OTHERHOST: a flooded copy of a frame reaching a host it was not for, not the packet itself
+    """The hops where the flow's packets were lost (a free after delivery is not a loss:
+    probes/reasons.AFTER_DELIVERY)."""
     return [(h, p) for p in lv.packets for h in p["hops"] if h.get("drop_reason")
-            and h["drop_reason"] != "OTHERHOST" and not p["verdict"].startswith("delivered")]
+            and is_loss(h["drop_reason"]) and not p["verdict"].startswith("delivered")]
 
 
 def verdict(flow: Flow, findings: list[Finding], lv: Live, d: Desired) -> dict:
-    # a UDP datagram has no answer to wait for: it works if the trace saw it delivered
+    # UDP works when a reply comes back (the probe's datagram asks for one); ICMP port
+    # unreachable means nothing listens, silence that the request or its reply was lost
     dropped = drops(lv)
-    works = lv.result in ("replied", "connected") or (lv.result == "sent" and not dropped and any(
-        p["verdict"].startswith(("delivered", "arrived")) for p in lv.packets))
+    works = lv.result in ("replied", "connected")
     if works:  # a drop seen beside a success is a copy's (a flooded frame, a raw socket's clone)
         return {"works": True, "cause": None, "verdict": f"{flow.src} → {flow.dst} ({flow.proto}) works"
                 + (f", delivered to {flow.target_node}" if flow.target_node and flow.target_node != flow.dst_node else ""),
                 "fix": None}
     left = [p for p in lv.packets if p["tuple"] and p["tuple"]["src"] == flow.src_addr]
-    if findings:
-        return _from_finding(findings[0], flow, left, d)
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        return _from_finding(blocking[0], flow, left, d)
     if dropped:
         return _from_drop(dropped[0][0], lv, d)
     return _from_result(flow, lv, left)
@@ -67,9 +70,10 @@ def _from_drop(hop: dict, lv: Live, d: Desired) -> dict:
 
 def _from_result(flow: Flow, lv: Live, left: list) -> dict:
     if lv.result == "refused":
+        how = "a reset (RST) to the SYN" if flow.proto == "tcp" else "ICMP port unreachable"
         return {"works": False, "cause": "not_listening", "node": flow.target_node,
                 "verdict": f"nothing listens on {flow.target_addr}:{flow.target_port} in {flow.target_node}: "
-                           f"it answered the SYN with a reset (RST)",
+                           f"it answered with {how}",
                 "fix": f"start the service in {flow.target_node} on port {flow.target_port} "
                        "(the lab's own: bridgelab up), or publish the port it listens on"}
     if lv.result == "unreachable":

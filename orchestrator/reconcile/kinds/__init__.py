@@ -6,7 +6,7 @@ implies it in lab/desired.py, a module here subclassing base.Kind, and a line be
 
 from __future__ import annotations
 
-from . import address, forward, link_up, links, namespace, nft_table, port, route, service, sysctl
+from . import address, forward, impairment, link_up, links, mtu, namespace, nft_table, port, route, service, sysctl
 from .base import Action, DiffContext, ExplainContext, Finding, Kind
 
 KINDS: tuple[Kind, ...] = (
@@ -15,8 +15,10 @@ KINDS: tuple[Kind, ...] = (
     links.VETH,
     port.KIND,
     link_up.KIND,
+    mtu.KIND,
     address.KIND,
     route.KIND,
+    impairment.KIND,
     sysctl.KIND,
     nft_table.KIND,
     forward.KIND,

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the engine imports the kernel adapters; kinds only receive 
 
 # Phases run in order; the actions of one phase run concurrently.
 P_NS, P_UNLINK, P_BRIDGE, P_VETH, P_LINK, P_PORT, P_ADDR, P_ROUTE, P_SYSCTL, P_NFT, P_SERVICE = range(11)
+PHASE_NAMES = ("namespaces", "unlink", "bridges", "veth pairs", "links up", "bridge ports", "addresses", "routes",
+               "sysctls", "nftables", "services")
 
 P = TypeVar("P")
 
@@ -106,6 +108,7 @@ class Finding:
     what: str
     fix: str
     order: int = 0  # position along the path (src first)
+    blocking: bool = True  # False: worth knowing, not why it fails (an impairment on the way)
 
 
 @dataclass
@@ -117,9 +120,9 @@ class ExplainContext:
     obs: Observed
     node: str
     up: str  # the command that repairs it, with the user's own -f FILE
-    bridge: str
+    bridge: str   # the bridges on the flow's way ("br0", or "brfront and brback")
     uplink: str
-    subnet: str
+    subnet: str   # the flow source's network
     flow: Any = None
     neighbour: Callable[[str | None, str], str] = lambda ns, addr: "unknown"
     nft_facts: Callable[[], dict] = dict

@@ -79,7 +79,7 @@ class BridgeKind(_LinkKind):
         if a.verb == "delete-link":
             return await self.apply_delete(a, eng)
         b = a.payload
-        eng.index[(b.ns, b.name)] = await eng.rtnl.create_bridge(b.ns, b.name, _alias(b.ns, b.alias), b.mac)
+        eng.index[(b.ns, b.name)] = await eng.rtnl.create_bridge(b.ns, b.name, _alias(b.ns, b.alias), b.mac, b.mtu)
 
 
 class VethKind(_LinkKind):
@@ -121,7 +121,7 @@ class VethKind(_LinkKind):
         master = eng.idx(ve.a.ns, ve.a.master) if ve.a.master else None
         ia, ib = await eng.rtnl.create_veth(ve.a.ns, ve.a.name, _alias(ve.a.ns, ve.alias), master,
                                             eng.wants_up(ve.a.ns, ve.a.name), ve.b.ns, ve.b.name,
-                                            ve.a.mac, ve.b.mac)
+                                            ve.a.mac, ve.b.mac, ve.a.mtu or ve.b.mtu)
         eng.index[(ve.a.ns, ve.a.name)] = ia
         eng.index[(ve.b.ns, ve.b.name)] = ib
 

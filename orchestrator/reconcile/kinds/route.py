@@ -1,11 +1,34 @@
-"""Routes in the lab's namespaces, stamped with the lab's route protocol (naming.ROUTE_PROTO)."""
+"""Routes in the lab's namespaces, stamped with the lab's route protocol (naming.ROUTE_PROTO).
+
+In a namespace the lab owns outright the topology's routes are all of its routes: a foreign
+one (a 128.0.0.0/1 hijacking a container's traffic, a blackhole, a second default route with
+another metric, a route in another table) is drift, removed; routes the kernel derives from
+addresses follow the addresses. In a namespace the lab shares (host mode) only routes through
+the lab's own devices are its business."""
 
 from __future__ import annotations
 
 from ...lab.naming import ROUTE_PROTO
 from ...lab.resources import Route
-from ..snapshot import RouteEntry
+from ..snapshot import RTPROT_KERNEL, RouteEntry
 from .base import P_ROUTE, Action, DiffContext, ExplainContext, Finding, Kind
+
+RT_TABLE_MAIN = 254
+
+
+def metric(dst) -> int:
+    """The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6."""
+    return 0 if dst.version == 4 else 1024
+
+
+def _is(x: RouteEntry, r: Route, oif: int | None) -> bool:
+    return (x.dst == r.dst and x.gateway == r.gateway and x.oif == oif and x.table == RT_TABLE_MAIN
+            and x.type == 1 and x.priority == metric(r.dst))
+
+
+def _replaced_by(x: RouteEntry, r: Route) -> bool:
+    """The entry `replace-route R` overwrites in place (same destination, table and metric)."""
+    return x.dst == r.dst and x.table == RT_TABLE_MAIN and x.priority == metric(r.dst)
 
 
 class RouteKind(Kind):
@@ -17,21 +40,33 @@ class RouteKind(Kind):
         return d.routes
 
     def diff(self, cx: DiffContext) -> None:
+        replacing = []
         for r in cx.d.routes:
             st = cx.obs.links(r.ns)
             dev = st.links.get(r.dev)
-            ok = (dev is not None and (r.ns, r.dev) not in cx.recreated
-                  and any(x.dst == r.dst and x.gateway == r.gateway and x.oif == dev.index for x in st.routes))
+            ok = dev is not None and (r.ns, r.dev) not in cx.recreated \
+                and any(_is(x, r, dev.index) for x in st.routes)
             if not ok:
+                replacing.append(r)
                 cx.add(self.act("replace-route", r.ns, str(r.dst), f"via {r.gateway} dev {r.dev}", r,
                                 caused_by=cx.cause_of(r.ns, r.dev)))
-        want = {(r.ns, r.dst) for r in cx.d.routes}
         for ns, st in cx.obs.ns.items():
-            if ns is None:
-                continue  # the current netns may hold other labs' routes; we add none there
-            for x in st.routes:
-                if x.proto == ROUTE_PROTO and (ns, x.dst) not in want:
-                    cx.add(self.act("delete-route", ns, str(x.dst), "no longer in the topology", x))
+            self._foreign(cx, ns, st, replacing)
+
+    def _foreign(self, cx: DiffContext, ns, st, replacing: list[Route]) -> None:
+        owned = cx.owned_ns(ns)
+        ours = {st.links[n].index for n in cx.d.devices(ns) if n in st.links}
+        wanted = [r for r in cx.d.routes if r.ns == ns]
+        for x in st.routes:
+            if x.proto == RTPROT_KERNEL or (not owned and x.oif not in ours and x.proto != ROUTE_PROTO):
+                continue
+            dev = next((n for n, link in st.links.items() if link.index == x.oif), None)
+            if any(_is(x, r, st.links[r.dev].index if r.dev in st.links else None) for r in wanted):
+                continue
+            if any(_replaced_by(x, r) for r in replacing if r.ns == ns):
+                continue  # replace-route overwrites it
+            why = "no longer in the topology" if x.proto == ROUTE_PROTO else "not in the topology"
+            cx.add(self.act("delete-route", ns, str(x.dst), f"{x.describe(dev)}: {why}", x))
 
     async def apply(self, a: Action, eng) -> None:
         if a.verb == "delete-route":
@@ -44,10 +79,11 @@ class RouteKind(Kind):
     def finding(self, a: Action, cx: ExplainContext) -> Finding:
         if a.verb == "delete-route":
             return Finding("route_extra", cx.node, f"{cx.node}: a route the lab did not make is in the way "
-                           f"({a.describe()})", cx.up)
+                           f"({a.detail}): it may take this flow elsewhere",
+                           f"ip {cx.nsarg(a.ns)}route del {a.detail.split(':')[0]}   (or: {cx.up})")
         want: Route = a.payload
         st = cx.obs.links(a.ns)
-        have = [x for x in st.routes if x.dst == want.dst]
+        have = [x for x in st.routes if x.dst == want.dst and x.table == RT_TABLE_MAIN]
         if not have:
             what = "default route" if want.dst.prefixlen == 0 else f"route to {want.dst}"
             return Finding("default_route_missing" if want.dst.prefixlen == 0 else "route_missing", cx.node,

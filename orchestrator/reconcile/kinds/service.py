@@ -1,6 +1,5 @@
-"""The containers' processes (the seed's `python3 -m http.server 80`): started detached in the
-container's namespace, tracked by pid *and* start time (a reused pid is never mistaken for
-ours), stopped by pid."""
+"""The containers' processes: started detached in their node's namespace, found again by the
+tag they carry (adapters/services.py) when the state file lost them, stopped by pid."""
 
 from __future__ import annotations
 
@@ -17,14 +16,23 @@ class ServiceKind(Kind):
         return d.services
 
     def observe(self, eng, present: set[str]) -> dict:
+        """running | wrong-ns | dead per service. A service the state does not know of (or knows
+        by a pid that is gone) but that carries our tag in the right namespace is adopted."""
         from ...adapters import services
-        out = {}
+        out, found = {}, None
         for s in eng.d.services:
             rec = eng.st.services.get(s.name)
-            if (s.ns is None or s.ns in present) and services.alive(rec, s.ns):
+            here = s.ns is None or s.ns in present
+            if here and services.alive(rec, s.ns):
+                out[s.name] = "running"
+                continue
+            found = services.tagged(eng.d.lab) if found is None else found
+            adopt = next((r for r in found.get(s.name, []) if here and services.alive({**r, "ns": s.ns}, s.ns)), None)
+            if adopt is not None:
+                eng.st.services[s.name] = {**adopt, "ns": s.ns}
                 out[s.name] = "running"
             else:
-                out[s.name] = "wrong-ns" if services.running(rec) else "dead"
+                out[s.name] = "wrong-ns" if services.running(rec) or found.get(s.name) else "dead"
         return out
 
     def diff(self, cx: DiffContext) -> None:
@@ -42,22 +50,30 @@ class ServiceKind(Kind):
         from ...adapters import services
         if a.verb == "stop-service":
             rec = eng.st.services.pop(a.target, None)
-            if rec:
-                services.stop(rec)
+            for r in ([rec] if rec else []) + services.tagged(eng.d.lab).get(a.target, []):
+                services.stop(r)
             return
         s: ServiceProc = a.payload
-        old = eng.st.services.get(s.name)
-        if old:
-            services.stop(old)
-        eng.st.services[s.name] = services.start(eng.d.lab, s)
-        if s.port:  # done means serving: a curl right after `up` must not be refused
-            await services.listening(s.ns, s.port)
+        # whatever of it runs elsewhere (a namespace made anew, a lost record): gone first
+        old = eng.st.services.pop(s.name, None)
+        for r in ([old] if old else []) + services.tagged(eng.d.lab).get(s.name, []):
+            services.stop(r)
+        rec = services.start(eng.d.lab, s)
+        await services.settle(eng.d.lab, s, rec)
+        # recorded once it serves (a kill -9 before this still finds it by its tag, see observe)
+        eng.st.services[s.name] = rec
+        eng.st.save()
 
     async def teardown(self, td) -> None:
         from ...adapters import services
-        for name, rec in (td.st.services if td.st else {}).items():
-            services.stop(rec)
-            td.done.append(f"stop-service {name}")
+        recs = dict(td.st.services) if td.st else {}
+        for name, found in services.tagged(td.lab).items():
+            for i, r in enumerate(found):
+                recs.setdefault(name if not i else f"{name}#{i + 1}", r)
+        for name, rec in recs.items():
+            if services.running(rec):
+                services.stop(rec)
+                td.done.append(f"stop-service {name}")
 
     def finding(self, a: Action, cx: ExplainContext) -> Finding:
         f = cx.flow
