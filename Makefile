@@ -32,5 +32,6 @@ install: setup
 	install -d -m 0755 /etc/bridgelab
 	[ -e /etc/bridgelab/topology.yaml ] || install -m 0644 examples/seed.yaml /etc/bridgelab/topology.yaml
 	[ -e /etc/bridgelab/bridgelab.env ] || install -m 0644 systemd/bridgelab.env /etc/bridgelab/bridgelab.env
+	install -D -m 0644 orchestrator/data/rt_protos.d/bridgelab.conf /etc/iproute2/rt_protos.d/bridgelab.conf
 	systemctl daemon-reload
 	@echo "edit /etc/bridgelab/topology.yaml (uplink!), then: systemctl enable --now bridgelab"

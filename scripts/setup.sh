@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PKGS=(python3 python3-venv python3-bpfcc python3-nftables bpftool nftables iptables conntrack
-          tcpdump iputils-ping iproute2 iperf3 curl procps linux-headers-amd64 prometheus)
+          tcpdump iputils-ping iproute2 iperf3 curl procps linux-headers-amd64 prometheus graphviz chromium
+          traceroute)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -56,4 +57,8 @@ if [ ! -e "$build" ]; then
     ln -sfn "$hdr" "$build"
     [ -n "$common" ] && ln -sfn "$common" "/lib/modules/$(uname -r)/source"
   fi
+fi
+# `ip route` names our routes' protocol (177) "bridgelab" instead of a number
+if [ -d /etc/iproute2 ] && ! cmp -s orchestrator/data/rt_protos.d/bridgelab.conf /etc/iproute2/rt_protos.d/bridgelab.conf; then
+  install -D -m 0644 orchestrator/data/rt_protos.d/bridgelab.conf /etc/iproute2/rt_protos.d/bridgelab.conf
 fi

@@ -72,7 +72,8 @@ def machine_changes(config) -> list[str]:
         return []
     after = root_snapshot()
     out = [f"the machine's own namespace changed: {key}" for key in before if after[key] != before[key]]
-    leftovers = sorted(suite_namespaces() - config._stale_test_ns)
+    mine = tuple(f"bl-{lab}-" for lab in MADE) + tuple(f"blt{lab}" for lab in MADE)
+    leftovers = sorted(n for n in suite_namespaces() - config._stale_test_ns if n.startswith(mine))
     if leftovers:
         out.append(f"tests left namespaces behind: {leftovers}")
     return out
@@ -151,8 +152,13 @@ class Lab:
         return self.x(node, f"ping -n -c {count} -i 0.2 -W 1 {addr}", check=False).returncode == 0
 
 
+MADE: set[str] = set()  # lab names this run made: only their namespaces can be this run's leftovers
+
+
 def unique_lab() -> str:
-    return "t" + secrets.token_hex(4)
+    name = "t" + secrets.token_hex(4)
+    MADE.add(name)
+    return name
 
 
 @pytest.fixture
@@ -162,6 +168,7 @@ def make_lab(tmp_path):
     def make(mutate=None, up=True, name=None, base=None):
         spec = json.loads(json.dumps(base or SEED))
         spec["lab"] = name or unique_lab()
+        MADE.add(spec["lab"])
         if mutate:
             mutate(spec)
         lab = Lab(spec, str(tmp_path / f"{spec['lab']}.yaml"))

@@ -71,7 +71,7 @@ def _route_entry(msg, family: int) -> RouteEntry | None:
 WINDOW = 64
 RCVBUF = 8 << 20
 TIMEOUT = 10.0
-RETRIES = 2
+RETRIES = 4  # each on a fresh socket with half the window
 
 
 class NetlinkLost(RuntimeError):
@@ -89,6 +89,7 @@ class Rtnl:
     def __init__(self) -> None:
         self._handles: dict[str | None, AsyncIPRoute] = {}
         self._windows: dict[str | None, asyncio.Semaphore] = {}
+        self._sizes: dict[str | None, int] = {}
         self.lost = 0  # requests retried on a fresh socket (a lost reply or ENOBUFS)
 
     def handle(self, ns: str | None) -> AsyncIPRoute:
@@ -110,8 +111,8 @@ class Rtnl:
         """MAKE(handle) -> awaitable, run within the namespace's window, bounded in time, and
         retried on a fresh socket when its reply was lost. Netlink errors (the kernel's answer)
         pass through; only silence or a failed socket is retried."""
-        window = self._windows.get(ns) or self._windows.setdefault(ns, asyncio.Semaphore(WINDOW))
         for attempt in range(RETRIES + 1):
+            window = self._windows.get(ns) or self._windows.setdefault(ns, asyncio.Semaphore(WINDOW))
             async with window:
                 h = self.handle(ns)
                 try:
@@ -125,6 +126,10 @@ class Rtnl:
                     self.lost += 1
                     if self._handles.get(ns) is h:
                         self.forget(ns)  # a socket that lost a reply is not trusted again
+                        # and fewer in flight: what overran the buffer once will again
+                        size = self._sizes.get(ns, WINDOW)
+                        self._sizes[ns] = max(1, size // 2)
+                        self._windows[ns] = asyncio.Semaphore(self._sizes[ns])
         raise AssertionError("unreachable")
 
     _next_port = 0

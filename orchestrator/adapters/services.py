@@ -142,23 +142,33 @@ async def settle(lab: str, svc: ServiceProc, rec: dict, timeout: float = 5.0) ->
     """Done means serving: a curl right after `up` must not be refused (a fresh http.server takes
     50-300 ms to bind on a busy machine). A service that exits at once is a failure, with the
     last lines of its log; one without a port must still run after a moment."""
-    deadline = time.monotonic() + (timeout if svc.port else 0.15)
+    deadline = time.monotonic() + (timeout if svc.port else 0.5)
     while True:
         if not running(rec):
             reap(rec["pid"])
             tail = _tail(lab, svc.name)
             raise ServiceFailed(f"{svc.name} exited at once" + (f": {tail}" if tail else "")
                                 + f" (log: {log_path(lab, svc.name)})")
-        if svc.port and _listening(svc.ns, svc.port):
+        if svc.port and _listening(svc.ns, svc.port, svc.protocol):
             return
         if time.monotonic() > deadline:
             if svc.port:
-                raise ServiceFailed(f"{svc.name} runs but does not listen on TCP port {svc.port} after {timeout:.0f} s")
+                raise ServiceFailed(f"{svc.name} runs but does not listen on {svc.protocol.upper()} port {svc.port} "
+                                    f"after {timeout:.0f} s")
             return
         await asyncio.sleep(0.02)
 
 
-def _listening(ns: str | None, port: int) -> bool:
+def _listening(ns: str | None, port: int, protocol: str = "tcp") -> bool:
+    if protocol == "udp":  # bound, as the namespace's own socket tables say
+        with netns.entered(ns):
+            fds = [os.open(f"/proc/thread-self/net/{t}", os.O_RDONLY) for t in ("udp", "udp6")]
+        try:
+            text = b"".join(os.read(fd, 1 << 20) for fd in fds).decode()
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return any(line.split()[1].endswith(f":{port:04X}") for line in text.splitlines()[1:] if line.split()[1:])
     with netns.entered(ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -277,11 +277,27 @@ def cmd_graph(args, spec: Spec) -> int:
     desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
     if args.json:
         print(json.dumps(graph.as_dict(spec, desired), indent=1))
+    elif args.format in ("svg", "html"):
+        state = {n: ("up" if ns is None or netns.exists(ns) else "missing") for n, ns in desired.nodes.items()} \
+            if os.geteuid() == 0 else None
+        svg = _graphviz(graph.dot(spec, desired, state))
+        print(svg if args.format == "svg" else graph.page(spec, desired, svg[svg.find("<svg"):], state))
     elif args.format == "dot":
         print(graph.dot(spec, desired))
     else:
         print(graph.mermaid(spec, desired))
     return EXIT_OK
+
+
+def _graphviz(text: str) -> str:
+    import shutil
+    import subprocess
+    if not shutil.which("dot"):
+        raise InputError("--format svg and html need Graphviz: apt-get install graphviz (make setup does)")
+    r = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"dot: {r.stderr.strip()}")
+    return r.stdout
 
 
 COMMANDS = {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace,

@@ -84,7 +84,8 @@ COMMANDS: list[tuple[str, str, str, tuple[str, ...]]] = [
      "From the daemon's drops.jsonl: the top reasons, hooks and nodes, each with a sample tuple.",
      ("bridgelab drops", "bridgelab drops --since 1h --json")),
     ("graph", "the topology as a picture (Mermaid or Graphviz)", "The lab's nodes, bridges and links.",
-     ("bridgelab graph", "bridgelab graph --format dot | dot -Tsvg > lab.svg")),
+     ("bridgelab graph", "bridgelab graph -f examples/routers.yaml --format svg > lab.svg",
+      "bridgelab graph --format html > lab.html")),
 ]
 
 
@@ -161,7 +162,8 @@ def _options(name: str, sp) -> None:
     if name == "drops":
         sp.add_argument("--since", default="10m", help="how far back: 30s, 10m, 2h (default 10m)")
     if name == "graph":
-        sp.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+        sp.add_argument("--format", choices=("mermaid", "dot", "svg", "html"), default="mermaid",
+                        help="svg and html need Graphviz (`dot`); html is one page that works offline")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,8 +21,8 @@ OUTCOMES = ("applied", "failed", "backoff", "observed")  # observed: --no-heal
 RESYNC_REASONS = ("lost_events", "periodic", "resubscribe")
 
 
-MAX_CONNECTIONS = 4   # served at once: prometheus-client's own server spawned a thread per connection,
-IDLE_SECONDS = 5.0    # idle ones included, without bound
+MAX_CONNECTIONS = 8   # served at once: prometheus-client's own server spawned a thread per connection,
+IDLE_SECONDS = 2.0    # idle ones included, without bound
 
 
 class _Handler(WSGIRequestHandler):

@@ -12,6 +12,8 @@ from ..reconcile.engine import Engine
 from .doorbells import Doorbells
 from .metrics import Metrics
 
+LOG_TICKS = 50  # polls between looks at the services' log sizes (50 x 20 ms: a second)
+
 
 class Poller:
     def __init__(self, engine: Engine, doorbells: Doorbells, metrics: Metrics, ring: Callable, every: float):
@@ -31,6 +33,9 @@ class Poller:
 
     def poll_once(self) -> None:
         d = self.engine.d
+        self.ticks = getattr(self, "ticks", 0) + 1
+        if self.ticks % LOG_TICKS == 0:  # a stat of each service log, once a second
+            services.cap_logs(d.lab)
         want_ns = {n.name for n in d.namespaces}
         self.metrics.tasks.set(len(asyncio.all_tasks()))
         self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))

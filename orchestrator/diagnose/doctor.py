@@ -95,10 +95,8 @@ def checks() -> list[Check]:
         out.append(Check("bcc", True, f"python bcc {version}"))
     except Exception as e:  # bcc raises more than ImportError when libbcc is missing
         out.append(Check("bcc", False, f"cannot import bcc: {e}", "apt-get install python3-bpfcc (make setup does)"))
-    build = f"/lib/modules/{rel}/build"
-    out.append(Check("headers", os.path.exists(build) or bool(os.environ.get("BCC_KERNEL_SOURCE")),
-                     os.path.realpath(build) if os.path.exists(build) else f"{build} missing",
-                     "" if os.path.exists(build) else "make setup links Debian's linux-headers-amd64 there"))
+    out.append(headers_check(rel))
+    out.append(_impairments())
     out += probe_checks()
     try:
         import nftables  # noqa: F401
@@ -106,6 +104,32 @@ def checks() -> list[Check]:
     except ImportError as e:
         out.append(Check("libnftables", False, str(e), "apt-get install python3-nftables"))
     return out
+
+
+def _impairments() -> Check:
+    from ..adapters import impair
+    drv = impair.driver()
+    if drv.name == "netem":
+        return Check("link impairments", True, "sch_netem in this kernel: " + drv.what)
+    return Check("link impairments", None, "no sch_netem in this kernel (CONFIG_NET_SCH_NETEM off): " + drv.what,
+                 "delay, loss, corruption and duplication need the lab's delay line running (bridgelab restarts it)")
+
+
+def headers_check(rel: str) -> Check:
+    """bcc wants a headers tree; this machine's kernel has none, so make setup links Debian's.
+    Safe only because the probes take nothing from it but uapi headers (stable across kernels)
+    and get every kernel struct offset from the running kernel's BTF: say so, with both versions."""
+    build = f"/lib/modules/{rel}/build"
+    if not os.path.exists(build) and not os.environ.get("BCC_KERNEL_SOURCE"):
+        return Check("headers", False, f"{build} missing", "make setup links Debian's linux-headers-amd64 there")
+    tree = os.path.realpath(build) if os.path.exists(build) else os.environ["BCC_KERNEL_SOURCE"]
+    m = re.search(r"linux-headers-(\d+\.\d+)", tree)
+    running = ".".join(rel.split(".")[:2])
+    if m and m.group(1) != running:
+        return Check("headers", True, f"{tree}: {m.group(1)} headers for a {running} kernel — safe for these probes: "
+                     "they use only uapi headers (stable ABI) and take every kernel struct offset from the "
+                     "running kernel's BTF, never from this tree")
+    return Check("headers", True, tree)
 
 
 def probe_checks() -> list[Check]:

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import sys
@@ -259,6 +260,7 @@ class DelayLine:
 
     def write_stats(self) -> None:
         out = dict(self.totals)
+        out["_config_mtime"] = self.mtime  # which config is in force: `up` waits for it
         for q in self.queues.values():
             name = q.cfg.get("name", f"{q.ns}/{q.num}")
             prev = self.totals.get(name, {})
@@ -269,6 +271,11 @@ class DelayLine:
         os.replace(tmp, self.stats_path)
 
     def run(self) -> None:
+        # SIGHUP (the config changed): wake up at once, through a pipe select() watches
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w)
+        signal.signal(signal.SIGHUP, lambda *_: None)
         last_look = 0.0
         while True:
             now = time.monotonic()
@@ -278,9 +285,13 @@ class DelayLine:
                 last_look = now
             timeout = min(1.0, max(0.0, self.held[0][0] - now)) if self.held else 1.0
             try:
-                ready, _, _ = select.select(list(self.by_fd), [], [], timeout)
+                ready, _, _ = select.select([r, *self.by_fd], [], [], timeout)
             except (OSError, ValueError):  # a socket closed under us by a reload
                 ready = []
+            if r in ready:
+                os.read(r, 512)
+                last_look = 0.0  # reload now
+                continue
             for fd in ready:
                 q = self.by_fd.get(fd)
                 if q is not None:

@@ -81,6 +81,12 @@ def scenery(p, d: Desired) -> set:
     return {d.nodes[n] for n in SCENERY if n in d.nodes}
 
 
+def routers(d: Desired) -> set:
+    """Namespaces that forward: they get every netfilter point (a forwarded packet's hops and
+    where it is dropped), not only where packets enter and leave their own stack."""
+    return {s.ns for s in d.sysctls if s.key.endswith(("ip_forward", "forwarding")) and s.value == "1"}
+
+
 def wanted_devices(p, d: Desired) -> list[tuple[str | None, str]]:
     skip = scenery(p, d)
     want = {(b.ns, b.name): None for b in d.bridges if b.ns not in skip}
@@ -117,7 +123,8 @@ def sync(p, d: Desired) -> int:
             ifnames[(cookie, idx)] = "other"
         ifnames[(cookie, 1)] = "lo"
         if ns not in skip:
-            made += _sync_nf(p, ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or p.trace is not None))
+            made += _sync_nf(p, ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or p.trace is not None
+                                                                        or ns in routers(d)))
     live = set()
     for (ns, ifname) in wanted_devices(p, d):
         if ns not in seen or not seen[ns][2].get(ifname):

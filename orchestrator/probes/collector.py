@@ -207,7 +207,7 @@ class ProbeCollector:
                     continue
                 reason = names.get(k.reason, str(k.reason))
                 if is_loss(reason):
-                    key = (node, points.nf_name(k.point), reason)
+                    key = (node, points.drop_hook(k.point, reason), reason)
                     out["drops"][key] = out["drops"].get(key, 0) + _sum(v)
                 else:  # freed after delivery (reasons.AFTER_DELIVERY): counted apart, never a drop
                     out["frees"][(node, reason)] = out["frees"].get((node, reason), 0) + _sum(v)
@@ -230,7 +230,8 @@ class ProbeCollector:
             node = self.p.known_cookies.get(k.cookie)
             if node:
                 td = tuple_dict(v)
-                out[(node, points.nf_name(k.point), names.get(k.reason, str(k.reason)))] = td
+                reason = names.get(k.reason, str(k.reason))
+                out[(node, points.drop_hook(k.point, reason), reason)] = td
         return out
 
     def collect(self):

@@ -18,7 +18,17 @@ from .points import nf_hook
 from .reasons import is_loss
 
 K_TC, K_NF, K_DROP = 1, 2, 3
-PROTO = {1: "icmp", 6: "tcp", 17: "udp"}
+PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+
+
+def proto_name(n: int) -> str:
+    """IP protocol N by name (gre, esp, sctp, ...), never a bare number."""
+    if n in PROTO:
+        return PROTO[n]
+    try:
+        return socket.getprotobynumber(n)
+    except OSError:
+        return f"protocol {n}"
 
 
 class Tuple(ct.Structure):
@@ -71,7 +81,7 @@ class Hop:
 
 
 def tuple_dict(t: Tuple) -> dict:
-    d = {"proto": PROTO.get(t.proto, str(t.proto)), "src": ip(t.saddr), "dst": ip(t.daddr), "ip_id": t.ipid}
+    d = {"proto": proto_name(t.proto), "src": ip(t.saddr), "dst": ip(t.daddr), "ip_id": t.ipid}
     if t.proto in (6, 17):
         d["sport"], d["dport"] = t.sport, t.dport
         if t.proto == 6:
@@ -181,8 +191,9 @@ class Assembler:
             cand = self.by_skb.get(e.skb)
             p = self.open.get(cand) if cand else None
             key = cand if p is not None and e.ts - p.last < 1_000_000 else ("drop", e.skb, e.ts)
-            hop = Hop(e.ts, K_DROP, node, dev, "drop@" + points.nf_name(e.point), None,
-                      reason=self.reasons.get(e.reason, str(e.reason)), function=self.symbolize(e.location))
+            reason = self.reasons.get(e.reason, str(e.reason))
+            hop = Hop(e.ts, K_DROP, node, dev, "drop@" + points.drop_hook(e.point, reason), None,
+                      reason=reason, function=self.symbolize(e.location))
         pk = self.open.get(key)
         if pk is None:
             pk = self.open[key] = Packet(key)

@@ -58,3 +58,22 @@ def nf_hook(point: int, iif: str, oif: str, ports: set[str]) -> tuple[str, str, 
     bridged = (iif in ports or oif in ports or (name == "forward" and iif and iif == oif))
     direction = "in" if name in IN_HOOKS else ("through" if name == "forward" else "out")
     return ("bridge_" + name if bridged else name), dev or "", direction
+
+
+ROUTING_REASONS = ("IP_INNOROUTES", "IP_OUTNOROUTES", "IP_RPFILTER", "IP_INADDRERRORS", "IP_INVALID_SOURCE",
+                   "IP_INVALID_DEST", "IP_LOCAL_SOURCE", "IP_LOCALNET")
+
+
+def drop_hook(point: int, reason: str) -> str:
+    """Where a drop happened, from the last point that saw the skb and the kernel's reason. After
+    the prerouting points and before any other, a packet is routed: a routing reason died there,
+    and a netfilter drop is the filter's INPUT chain (a FORWARD-chain drop is seen after the
+    forward point, which runs before the filter table; a container's INPUT drop was once named
+    "dnat" for the last point it passed)."""
+    name = nf_name(point)
+    if name in ("prerouting", "dnat"):
+        if reason == "NETFILTER_DROP":
+            return "input"
+        if reason in ROUTING_REASONS:
+            return "routing"
+    return name

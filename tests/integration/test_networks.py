@@ -77,7 +77,7 @@ def test_an_internal_network_has_no_way_out_and_no_way_in(multi):
 
 
 def test_a_network_sets_its_mtu(multi):
-    br = json.loads(multi.x("host", "ip -j link show brother").stdout)[0]
+    br = json.loads(multi.x("host", "ip -j link show brside").stdout)[0]
     eth = json.loads(multi.x("other", "ip -j link show eth0").stdout)[0]
     assert br["mtu"] == 1400 and eth["mtu"] == 1400
 

@@ -4,6 +4,16 @@ from __future__ import annotations
 MAX_HOPS = 12
 
 
+def hop_line(hops: list[dict]) -> str:
+    """The hops of a packet; a long path keeps its first and last hops (where it died) and says
+    how many it leaves out between."""
+    names = [f"{h['node']}:{h['interface'] or '-'}:{h['hook']}" for h in hops]
+    if len(names) > MAX_HOPS:
+        keep = MAX_HOPS // 2
+        names = names[:keep] + [f"… {len(names) - 2 * keep} more …"] + names[-keep:]
+    return " → ".join(names)
+
+
 def render(r: dict) -> str:
     f = r["flow"]
     lines = [f"explain {f['src']} ({f['src_addr']}) → {f['dst']} ({f['proto']}"
@@ -17,9 +27,8 @@ def render(r: dict) -> str:
     if lv.get("result"):
         lines.append(f"live probe: {lv['result']}")
         for p in lv["packets"][:4]:
-            hops = " → ".join(f"{h['node']}:{h['interface'] or '-'}:{h['hook']}" for h in p["hops"][:MAX_HOPS])
             lines.append(f"  {p['tuple']['src'] if p['tuple'] else '?'} → {p['tuple']['dst'] if p['tuple'] else '?'}: "
-                         f"{p['verdict']}\n    {hops}{' …' if len(p['hops']) > MAX_HOPS else ''}")
+                         f"{p['verdict']}\n    {hop_line(p['hops'])}")
         for rule in lv["nft_trace_drops"]:
             lines.append(f"  nft: {rule['family']} {rule['table']} {rule['chain']}: {rule['rule'] or 'policy'} "
                          f"(handle {rule['handle']}) → {rule['verdict']}")

@@ -62,7 +62,7 @@ def containers(c: Collector, raw: Any, nets: list[Network], names: Names, seed_f
         if seed_form or "address" in m or "address6" in m:
             atts = _seed_attachment(c, m, fld, i, nets, names, seed_form)
         else:
-            atts = _attachments(c, m.get("networks"), fld, i, nets, names)
+            atts = _attachments(c, m.get("networks"), fld, i, nets, names, m.get("name"))
         if "networks" in m and ("address" in m or "address6" in m):
             c.add(f"{fld}.address", "given beside networks:", "put the address in its networks: entry")
         forwarding = c.flag(m.get("forwarding"), f"{fld}.forwarding")
@@ -146,7 +146,8 @@ def _seed_attachment(c: Collector, m: dict, fld: str, i: int, nets: list[Network
     return [Attachment(net.name, address, interface, host_if, address6)] if ok else None
 
 
-def _attachments(c: Collector, raw: Any, fld: str, i: int, nets: list[Network], names: Names) -> list[Attachment] | None:
+def _attachments(c: Collector, raw: Any, fld: str, i: int, nets: list[Network], names: Names,
+                 cname: str | None = None) -> list[Attachment] | None:
     by_name = {n.name: n for n in nets}
     out: list[Attachment] = []
     seen_nets: set[str] = set()
@@ -174,6 +175,10 @@ def _attachments(c: Collector, raw: Any, fld: str, i: int, nets: list[Network], 
         host_if = _host_if(c, m.get("host_interface", f"veth{i + 1}" + (f"-{k}" if k else "")), f"{f}.host_interface",
                            names)
         em, at = netem(c, m.get("netem"), f"{f}.netem")
+        if em and at and net is not None and at not in (cname, net.name):
+            c.add(f"{f}.netem.at", f"{at!r} is neither the container nor the network",
+                  f"at: {cname} (what it sends) or at: {net.name} (what it receives); leave it out for both")
+            em = False
         if net is None or not interface or not host_if or (m.get("address") is not None and addr is None) \
                 or (m.get("address6") is not None and addr6 is None) or em is False:
             ok = False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 
 from ...lab.resources import Address
-from .base import P_ADDR, Action, DiffContext, ExplainContext, Finding, Kind
+from .base import P_ADDR, P_PORT, Action, DiffContext, ExplainContext, Finding, Kind
 
 # what the kernel puts on a device by itself
 IMPLICIT = {("lo", ipaddress.ip_interface("127.0.0.1/8")), ("lo", ipaddress.ip_interface("::1/128"))}
@@ -20,7 +20,9 @@ def implicit(dev: str, iface) -> bool:
 class AddressKind(Kind):
     name = "address"
     metric = "address"
-    verbs = {"add-address": P_ADDR, "delete-address": P_ADDR}
+    # deletions a phase earlier: removing an interface's primary address takes its secondaries
+    # with it (promote_secondaries is off by default), and the new address may be one of those
+    verbs = {"add-address": P_ADDR, "delete-address": P_PORT}
 
     def wanted(self, d):
         return d.addresses

@@ -118,7 +118,7 @@ class ImpairmentKind(Kind):
         drv = impair.driver()
         if a.verb == "set-impairment":
             imp: Impairment = a.payload
-            impair.write_config(lab_file(eng.d.lab, "impair.json"), config(eng.d))
+            await _configure(eng)
             numbers = {(ns, tag): n for _i, ns, tag, n in rules(eng.d)}
             drv.apply(imp, eng.d.lab, lambda ns, tag: numbers[(ns, tag)])
             if drv.name == "netem":
@@ -153,6 +153,36 @@ class ImpairmentKind(Kind):
     def finding(self, a: Action, cx: ExplainContext) -> Finding:
         return Finding("impairment_drift", cx.node, f"{a.target}: the link's impairment differs from the topology "
                        f"({a.detail})", cx.up, blocking=False)
+
+
+async def _configure(eng) -> None:
+    """Write the delay line's config and, if it runs, have it take it before `up` goes on."""
+    import asyncio
+    import json
+    import os
+    import signal
+    import time
+
+    from ...adapters import impair, services
+    path = lab_file(eng.d.lab, "impair.json")
+    want = config(eng.d)
+    if impair.read_config(path) == {q["name"]: q for q in want}:
+        return
+    impair.write_config(path, want)
+    rec = eng.st.impair.get("delayline")
+    if not rec or not services.running(rec):
+        return
+    mtime = os.stat(path).st_mtime
+    os.kill(rec["pid"], signal.SIGHUP)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            with open(lab_file(eng.d.lab, "impair-stats.json")) as f:
+                if json.load(f).get("_config_mtime") == mtime:
+                    return
+        except (OSError, ValueError):
+            pass
+        await asyncio.sleep(0.01)
 
 
 def _delayline_proc(d):
