@@ -10,6 +10,8 @@
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
 #include <uapi/linux/icmp.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/icmpv6.h>
 
 /* a load through a BTF pointer the verifier tracks (PTR_TO_BTF_ID): no probe_read needed,
  * so it works under lockdown=confidentiality */
@@ -17,13 +19,24 @@
 
 enum kind { K_TC = 1, K_NF = 2, K_DROP = 3 };
 
+/* addresses in network order; IPv4 in saddr[0]/daddr[0], the rest zero */
 struct tuple {
-    u32 saddr, daddr;
+    u32 saddr[4], daddr[4];
     u16 sport, dport;   /* icmp: echo id, seq */
     u8 proto, flags;    /* tcp flags or icmp type */
-    u16 ipid, tot_len;  /* with the protocol, what tells one packet from another along its path */
-    u16 _pad;           /* explicit: the struct is a hash key, no uninitialised padding */
+    u16 ipid, tot_len;  /* with the protocol, what tells one packet from another along its path:
+                         * IPv4's id and total length; IPv6 has no id: its payload length and
+                         * what NAT leaves alone (TCP's sequence, ICMPv6's echo sequence, UDP's
+                         * first payload bytes), low 16 bits */
+    u8 family;          /* 4, 6 */
+    u8 _pad[3];         /* explicit: the struct is a hash key, no uninitialised padding */
 };
+
+#define IPV6_EXT_MAX 4   /* extension headers walked to the transport header (hop-by-hop, routing,
+                          * destination options, fragment): more than this in a lab is not ours */
+static __always_inline int ipv6_ext(u8 nh) {
+    return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT;
+}
 
 struct event {
     u64 ts, cookie, skb, location;
@@ -73,14 +86,31 @@ static __always_inline u32 fast_slot(u64 a, u64 b) {
 #ifdef TRACE
 /* the trace's filter, compiled in (-D F_*): protocol, one host or net, one port */
 static __always_inline int filter_match(struct tuple *t) {
-#if F_PROTO
-    if (t->proto != F_PROTO) return 0;
+#ifndef F_NDP   /* neighbour discovery is IPv6's ARP: left out unless asked for (--ndp) */
+    if (t->proto == IPPROTO_ICMPV6 && t->flags >= 133 && t->flags <= 137) return 0;
 #endif
+#if F_PROTO   /* icmp means either family's */
+    if (t->proto != F_PROTO && !(F_PROTO == IPPROTO_ICMP && t->proto == IPPROTO_ICMPV6)) return 0;
+#endif
+#if F_NET_MASK || defined(F6_MASK0)
+    /* a host or net of either family (a dual-stack node is both): the packet's ends in one */
+    int in = 0;
 #if F_NET_MASK
-    if ((t->saddr & F_NET_MASK) != F_NET && (t->daddr & F_NET_MASK) != F_NET) return 0;
+    if (t->family == 4 && ((t->saddr[0] & F_NET_MASK) == F_NET || (t->daddr[0] & F_NET_MASK) == F_NET)) in = 1;
+#endif
+#ifdef F6_MASK0
+    if (t->family == 6) {
+        int s_in = (t->saddr[0] & F6_MASK0) == F6_NET0 && (t->saddr[1] & F6_MASK1) == F6_NET1
+            && (t->saddr[2] & F6_MASK2) == F6_NET2 && (t->saddr[3] & F6_MASK3) == F6_NET3;
+        int d_in = (t->daddr[0] & F6_MASK0) == F6_NET0 && (t->daddr[1] & F6_MASK1) == F6_NET1
+            && (t->daddr[2] & F6_MASK2) == F6_NET2 && (t->daddr[3] & F6_MASK3) == F6_NET3;
+        if (s_in || d_in) in = 1;
+    }
+#endif
+    if (!in) return 0;
 #endif
 #if F_PORT
-    if (t->proto != IPPROTO_ICMP && t->sport != F_PORT && t->dport != F_PORT) return 0;
+    if (t->proto != IPPROTO_ICMP && t->proto != IPPROTO_ICMPV6 && t->sport != F_PORT && t->dport != F_PORT) return 0;
 #endif
     return 1;
 }

@@ -10,7 +10,7 @@ enum skb_drop_reason { BRIDGELAB_REASON_PLACEHOLDER = 0 };
 struct drop_key {
     u64 cookie;
     u32 reason;
-    u8 point, _pad[3];
+    u8 point, family, _pad[2];
 };
 
 BPF_PERCPU_HASH(drop_counts, struct drop_key, u64, 4096);
@@ -24,9 +24,15 @@ BPF_PERCPU_ARRAY(drop_lost, u64, 1);
 TRACEPOINT_PROBE(skb, kfree_skb) {
     u32 reason = args->reason;
     if (reason <= SKB_CONSUMED_MAX) return 0;    /* not a drop */
-    /* the netfilter probes see IPv4 only: anything else at a reused skb address is not ours */
-    if (args->protocol != ETH_P_IP) return 0;   /* the tracepoint stores it in host order */
+    /* the netfilter probes see IP only: anything else at a reused skb address is not ours */
+    u16 proto = args->protocol;                 /* the tracepoint stores it in host order */
+    if (proto != ETH_P_IP && proto != ETH_P_IPV6) return 0;
     u64 addr = (u64)args->skbaddr;
+#ifdef MC_INPUT_START   /* reasons.py MCAST_NOT_JOINED: a flooded multicast this node never joined */
+    u64 loc = (u64)args->location;
+    if (proto == ETH_P_IPV6 && reason == REASON_NOT_SPECIFIED && loc >= MC_INPUT_START && loc < MC_INPUT_END)
+        reason = R_MCAST_NOT_JOINED;
+#endif
 #ifdef HAVE_NF
     u32 slot = SLOT(addr);
     struct seen *s = last_seen.lookup(&slot);
@@ -36,7 +42,8 @@ TRACEPOINT_PROBE(skb, kfree_skb) {
         if (u) (*u)++;
         return 0;
     }
-    struct drop_key k = {.cookie = s->cookie, .reason = reason, .point = s->point};
+    struct drop_key k = {.cookie = s->cookie, .reason = reason, .point = s->point,
+                         .family = proto == ETH_P_IPV6 ? 6 : 4};
     u64 z = 0, *n = drop_counts.lookup_or_try_init(&k, &z);
     if (n) (*n)++;
     if (s->has_tuple) drop_samples.update(&k, &s->t);

@@ -10,7 +10,7 @@ struct nf_ctx { void *state; void *skb; };   /* struct bpf_nf_ctx: two pointers,
 struct nf_key {
     u64 cookie;
     u32 iif, oif;     /* bridged frames seen by br_netfilter come in and go out the bridge */
-    u8 point, _pad[7];
+    u8 point, family, _pad[6];   /* family: the hook's, 4 or 6 */
 };
 
 BPF_PERCPU_HASH(nf_counts, struct nf_key, struct counter, 16384);
@@ -20,33 +20,63 @@ BPF_ARRAY(last_seen, struct seen, SLOTS);
 BPF_PERCPU_ARRAY(scratch, u64, 1);   /* read by drops.c (same compile unit) */
 
 #ifdef READ_PACKET
-struct nat_key { u64 cookie; u8 kind, _pad[7]; };       /* kind 1 DNAT, 2 SNAT */
+struct nat_key { u64 cookie; u8 kind, family, _pad[6]; };   /* kind 1 DNAT, 2 SNAT */
 BPF_PERCPU_HASH(nat_counts, struct nat_key, u64, 1024);
 struct nat_slot { u64 addr; struct tuple t; };
 BPF_ARRAY(before_nat, struct nat_slot, SLOTS);    /* direct-mapped like last_seen */
 
+static __always_inline void l4_bytes(u8 *b, u8 proto, struct tuple *t) {
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        t->sport = (b[0] << 8) | b[1]; t->dport = (b[2] << 8) | b[3];
+        if (proto == IPPROTO_TCP) t->flags = b[13];
+        if (t->family == 6) t->ipid = proto == IPPROTO_TCP ? (b[6] << 8) | b[7] : (b[8] << 8) | b[9];
+    } else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+        t->flags = b[0]; t->sport = (b[4] << 8) | b[5]; t->dport = (b[6] << 8) | b[7];
+        if (t->family == 6) t->ipid = t->dport;
+    }
+}
+
 static __always_inline int read_tuple(void *skb, struct tuple *t) {
     unsigned char *head = LD(unsigned char *, skb, SKB_HEAD);
     u16 nh = LD(u16, skb, SKB_NETWORK_HEADER);
-    /* one read for the usual header without options and the first bytes of L4 (a helper call
-     * is most of this program's cost); a second only when there are IP options */
-    struct { struct iphdr ip; u8 l4[14]; } h;
+    /* one read for the usual header and the first bytes of L4 (a helper call is most of this
+     * program's cost); more only for IPv4 options or IPv6 extension headers */
+    union { struct { struct iphdr ip; u8 l4[36]; } v4; struct { struct ipv6hdr ip; u8 l4[16]; } v6; } h;
     if (bpf_probe_read_kernel(&h, sizeof(h), head + nh)) {
-        if (bpf_probe_read_kernel(&h.ip, sizeof(h.ip), head + nh)) return 0;
-        __builtin_memset(h.l4, 0, sizeof(h.l4));
+        if (bpf_probe_read_kernel(&h.v4.ip, sizeof(h.v4.ip), head + nh)) return 0;
+        __builtin_memset(h.v4.l4, 0, sizeof(h.v4.l4));
     }
-    if (h.ip.version != 4) return 0;
-    t->saddr = h.ip.saddr; t->daddr = h.ip.daddr; t->proto = h.ip.protocol; t->ipid = ntohs(h.ip.id);
-    t->tot_len = ntohs(h.ip.tot_len);
-    u8 *b = h.l4;
-    if (h.ip.ihl != 5 && bpf_probe_read_kernel(h.l4, sizeof(h.l4), head + nh + h.ip.ihl * 4)) return 1;
-    if (h.ip.protocol == IPPROTO_TCP || h.ip.protocol == IPPROTO_UDP) {
-        t->sport = (b[0] << 8) | b[1]; t->dport = (b[2] << 8) | b[3];
-        if (h.ip.protocol == IPPROTO_TCP) t->flags = b[13];
-    } else if (h.ip.protocol == IPPROTO_ICMP) {
-        t->flags = b[0]; t->sport = (b[4] << 8) | b[5]; t->dport = (b[6] << 8) | b[7];
+    if (h.v4.ip.version == 4) {
+        t->family = 4; t->saddr[0] = h.v4.ip.saddr; t->daddr[0] = h.v4.ip.daddr; t->proto = h.v4.ip.protocol;
+        t->ipid = ntohs(h.v4.ip.id); t->tot_len = ntohs(h.v4.ip.tot_len);
+        if (h.v4.ip.ihl != 5 && bpf_probe_read_kernel(h.v4.l4, 14, head + nh + h.v4.ip.ihl * 4)) return 1;
+        l4_bytes(h.v4.l4, t->proto, t);
+        return 1;
     }
+    if (h.v4.ip.version != 6) return 0;
+    t->family = 6;
+    __builtin_memcpy(t->saddr, &h.v6.ip.saddr, 16); __builtin_memcpy(t->daddr, &h.v6.ip.daddr, 16);
+    t->tot_len = ntohs(h.v6.ip.payload_len);
+    u8 proto = h.v6.ip.nexthdr;
+    u32 off = nh + sizeof(struct ipv6hdr);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {   /* extension headers, rare in a lab: a read each */
+        if (!ipv6_ext(proto)) break;
+        u8 eh[2];
+        if (bpf_probe_read_kernel(eh, 2, head + off)) return 1;
+        off += proto == IPPROTO_FRAGMENT ? 8 : (eh[1] + 1) * 8;
+        proto = eh[0];
+    }
+    t->proto = proto;
+    if (off != nh + sizeof(struct ipv6hdr) && bpf_probe_read_kernel(h.v6.l4, 16, head + off)) return 1;
+    l4_bytes(h.v6.l4, proto, t);
     return 1;
+}
+
+static __always_inline int same_ends(struct tuple *a, struct tuple *b, int dst) {
+    u32 *x = dst ? a->daddr : a->saddr, *y = dst ? b->daddr : b->saddr;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3]
+        && (dst ? a->dport == b->dport : a->sport == b->sport);
 }
 #endif
 
@@ -64,12 +94,13 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
     void *net = LD(void *, state, ST_NET);
     void *in = LD(void *, state, ST_IN), *out = LD(void *, state, ST_OUT);
     u8 hook = LD(u8, state, ST_HOOK);
+    u8 family = LD(u8, state, ST_PF) == 10 ? 6 : 4;   /* NFPROTO_IPV6 : NFPROTO_IPV4 */
     u64 cookie = net ? LD(u64, net, NET_COOKIE) : 0;
     u32 iif = in ? LD(u32, in, DEV_IFINDEX) : 0, oif = out ? LD(u32, out, DEV_IFINDEX) : 0;
     u32 len = LD(u32, skb, SKB_LEN), hash = LD(u32, skb, SKB_HASH);
     /* the interface a reader expects: where it came in before routing, where it goes after */
-    struct nf_key k = {.cookie = cookie, .iif = iif, .oif = oif, .point = pt};
-    u64 k0 = cookie, k1 = *(u64 *)&k.iif, k2 = pt;
+    struct nf_key k = {.cookie = cookie, .iif = iif, .oif = oif, .point = pt, .family = family};
+    u64 k0 = cookie, k1 = *(u64 *)&k.iif, k2 = pt | ((u64)family << 8);
     u32 fs = fast_slot(k0 ^ k2, k1);
     struct nf_fast *f = nf_fast.lookup(&fs);
     if (f && f->k0 == 0) { f->k0 = k0; f->k1 = k1; f->k2 = k2; }
@@ -109,8 +140,9 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
         ns->addr = addr; ns->t = t;
     } else if (ns && nat_edge == 2 && ns->addr == addr) {
         struct tuple *b = &ns->t;
-        if (b->saddr != t.saddr || b->daddr != t.daddr || b->sport != t.sport || b->dport != t.dport) {
-            struct nat_key nk = {.cookie = cookie, .kind = (b->daddr != t.daddr || b->dport != t.dport) ? 1 : 2};
+        int src_same = same_ends(b, &t, 0), dst_same = same_ends(b, &t, 1);
+        if (!src_same || !dst_same) {
+            struct nat_key nk = {.cookie = cookie, .kind = !dst_same ? 1 : 2, .family = family};
             u64 z = 0, *n = nat_counts.lookup_or_try_init(&nk, &z);
             if (n) (*n)++;
         }
@@ -120,7 +152,7 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
     if (!s.traced && has) {
         struct tuple key = t;
         key.flags = 0; key.ipid = 0; key.tot_len = 0;
-        if (key.proto == IPPROTO_ICMP) key.dport = 0;
+        if (key.proto == IPPROTO_ICMP || key.proto == IPPROTO_ICMPV6) key.dport = 0;
         s.traced = want.lookup(&key) != 0 || filter_match(&t);
     }
 #endif

@@ -48,23 +48,27 @@ class Gate:
     ours: int  # rules carrying our marker in it now
 
     @property
-    def iptables(self) -> bool:
-        return (self.family, self.table, self.chain) == ("ip", "filter", "FORWARD")
+    def iptables(self) -> str | None:
+        """The iptables tool that owns this chain (iptables-nft's filter FORWARD), or None."""
+        return TOOLS.get((self.family, self.table, self.chain))
 
     def __str__(self) -> str:
         return f"{self.family} {self.table} {self.chain}"
 
 
-def _iptables(ns: str | None, *args: str) -> str:
-    r = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True,
+TOOLS = {("ip", "filter", "FORWARD"): "iptables", ("ip6", "filter", "FORWARD"): "ip6tables"}
+
+
+def _iptables(ns: str | None, *args: str, tool: str = "iptables") -> str:
+    r = subprocess.run([tool, "-w", *args], capture_output=True, text=True,
                        preexec_fn=netns.setns_child(ns))
     if r.returncode != 0:
-        raise RuntimeError(f"iptables {' '.join(args)}: {r.stderr.strip()}")
+        raise RuntimeError(f"{tool} {' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
 
 
-def _iptables_ours(ns: str | None, lab: str) -> list[str]:
-    return [line for line in _iptables(ns, "-S", "FORWARD").splitlines()
+def _iptables_ours(ns: str | None, lab: str, tool: str = "iptables") -> list[str]:
+    return [line for line in _iptables(ns, "-S", "FORWARD", tool=tool).splitlines()
             if f'--comment "{marker(lab)}"' in line or f"--comment {marker(lab)}" in line]
 
 
@@ -75,11 +79,11 @@ def observe(ns: str | None, lab: str, own_tables: set[str], ruleset: list[dict] 
         ch = item.get("chain")
         if not ch or ch.get("hook") != "forward" or ch.get("policy") != "drop":
             continue
-        if ch["family"] not in ("ip", "inet") or ch["table"] in own_tables:
+        if ch["family"] not in ("ip", "ip6", "inet") or ch["table"] in own_tables:
             continue
         key = (ch["family"], ch["table"], ch["name"])
-        if key == ("ip", "filter", "FORWARD"):
-            ours = len(_iptables_ours(ns, lab))
+        if key in TOOLS:
+            ours = len(_iptables_ours(ns, lab, TOOLS[key]))
         else:
             ours = sum(1 for r in ruleset if "rule" in r
                        and (r["rule"]["family"], r["rule"]["table"], r["rule"]["chain"]) == key
@@ -98,7 +102,7 @@ def open_gate(ns: str | None, lab: str, bridges: tuple[str, ...], gate: Gate) ->
     rules = _rules(bridges)
     if gate.iptables:
         for _, args in reversed(rules):
-            _iptables(ns, "-I", "FORWARD", "1", *args, "-m", "comment", "--comment", marker(lab))
+            _iptables(ns, "-I", "FORWARD", "1", *args, "-m", "comment", "--comment", marker(lab), tool=gate.iptables)
         return
     cmds = [f'insert rule {gate.family} {gate.table} {gate.chain} {text} comment "{marker(lab)}"'
             for text, _ in reversed(rules)]
@@ -107,9 +111,9 @@ def open_gate(ns: str | None, lab: str, bridges: tuple[str, ...], gate: Gate) ->
 
 def close_gate(ns: str | None, lab: str, gate: Gate) -> int:
     if gate.iptables:
-        ours = _iptables_ours(ns, lab)
+        ours = _iptables_ours(ns, lab, gate.iptables)
         for line in ours:  # "-A FORWARD ..." as listed -> "-D FORWARD ..."
-            _iptables(ns, *shlex.split("-D" + line[2:]))
+            _iptables(ns, *shlex.split("-D" + line[2:]), tool=gate.iptables)
         return len(ours)
     handles = [r["rule"]["handle"] for r in nft.ruleset_json(ns, handles=True) if "rule" in r
                and (r["rule"]["family"], r["rule"]["table"], r["rule"]["chain"]) == (gate.family, gate.table, gate.chain)
@@ -124,8 +128,9 @@ def close_all(ns: str | None, lab: str, own_tables: set[str]) -> int:
     chains = {(r["rule"]["family"], r["rule"]["table"], r["rule"]["chain"])
               for r in nft.ruleset_json(ns) if "rule" in r and r["rule"].get("comment") == marker(lab)
               and r["rule"]["table"] not in own_tables}
-    n = sum(close_gate(ns, lab, Gate(*c, ours=1)) for c in chains)
-    if any(t.get("table", {}).get("name") == "filter" and t["table"]["family"] == "ip"
-           for t in nft.ruleset_json(ns)):
-        n += close_gate(ns, lab, Gate("ip", "filter", "FORWARD", ours=1))
+    n = sum(close_gate(ns, lab, Gate(*c, ours=1)) for c in chains if c not in TOOLS)
+    tables = {(t["table"]["family"], t["table"]["name"]) for t in nft.ruleset_json(ns) if "table" in t}
+    for key in TOOLS:
+        if key[:2] in tables:
+            n += close_gate(ns, lab, Gate(*key, ours=1))
     return n

@@ -169,13 +169,19 @@ def _listening(ns: str | None, port: int, protocol: str = "tcp") -> bool:
             for fd in fds:
                 os.close(fd)
         return any(line.split()[1].endswith(f":{port:04X}") for line in text.splitlines()[1:] if line.split()[1:])
-    with netns.entered(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-    finally:
-        s.close()
+    for family, local in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with netns.entered(ns):
+                s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # an IPv4-only namespace has no IPv6 sockets
+        try:
+            s.settimeout(0.2)
+            if s.connect_ex((local, port)) == 0:
+                return True
+        finally:
+            s.close()
+    return False
 
 
 def stop(rec: dict, timeout: float = 2.0) -> None:

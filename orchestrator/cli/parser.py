@@ -79,7 +79,7 @@ COMMANDS: list[tuple[str, str, str, tuple[str, ...]]] = [
      "A static check along the flow's path, a live probe traced by eBPF and nftables, one verdict\n"
      "and its fix. Exit 0 the flow works, 1 it does not, 2 bad input.",
      ("bridgelab explain container1 gateway", "bridgelab explain client host:8888",
-      "bridgelab explain container1 container2:5353 --proto udp")),
+      "bridgelab explain container1 container2:5353 --proto udp", "bridgelab explain -6 container1 internet")),
     ("drops", "top drop reasons, hooks and nodes the daemon's probes saw",
      "From the daemon's drops.jsonl: the top reasons, hooks and nodes, each with a sample tuple.",
      ("bridgelab drops", "bridgelab drops --since 1h --json")),
@@ -112,10 +112,13 @@ def _run_options(sp) -> None:
 
 
 def _trace_options(sp) -> None:
-    sp.add_argument("--node", help="packets from or to this node (its address)").completer = _nodes
-    sp.add_argument("--addr", dest="host_filter", metavar="ADDR[/LEN]", help="packets from or to this host or net")
+    sp.add_argument("--node", help="packets from or to this node (its addresses, both families)").completer = _nodes
+    sp.add_argument("--addr", dest="host_filter", metavar="ADDR[/LEN]",
+                    help="packets from or to this host or net (IPv4 or IPv6)")
     sp.add_argument("--port", type=int, help="TCP/UDP source or destination port")
-    sp.add_argument("--proto", choices=("tcp", "udp", "icmp"))
+    sp.add_argument("--proto", choices=("tcp", "udp", "icmp"), help="icmp: ICMP and ICMPv6")
+    sp.add_argument("--ndp", action="store_true",
+                    help="follow IPv6 neighbour discovery too (left out by default, as ARP is)")
     sp.add_argument("--direction", choices=("in", "out"), help="out: sent by the node/address; in: sent to it")
     sp.add_argument("--count", type=int, default=0, help="stop after N packets")
     sp.add_argument("--timeout", type=float, default=0, help="stop after SECONDS")
@@ -158,7 +161,12 @@ def _options(name: str, sp) -> None:
         sp.add_argument("src", help="a lab node: a container, host, or (sandbox) gateway, client, internet").completer = _nodes
         sp.add_argument("dst", help="a node, an address, NODE:PORT or ADDR:PORT (host:8888: a published port)")
         sp.add_argument("--port", type=int)
-        sp.add_argument("--proto", choices=("tcp", "udp", "icmp"))
+        sp.add_argument("--proto", choices=("tcp", "udp", "icmp"), help="icmp is ICMPv6 for an IPv6 flow")
+        fam = sp.add_mutually_exclusive_group()
+        fam.add_argument("-4", dest="ip_version", action="store_const", const=4,
+                         help="a node named as DST by its IPv4 address (the default)")
+        fam.add_argument("-6", dest="ip_version", action="store_const", const=6,
+                         help="a node named as DST by its IPv6 address (dual-stack labs)")
     if name == "drops":
         sp.add_argument("--since", default="10m", help="how far back: 30s, 10m, 2h (default 10m)")
     if name == "graph":

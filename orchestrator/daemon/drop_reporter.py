@@ -36,12 +36,12 @@ class DropReporter:
         drops = (await asyncio.to_thread(col.samples))["drops"]
         fresh = new_drops(drops, self.prev, time.time())
         for f in fresh:
-            log.warning("drops", node=f["node"], hook=f["hook"], reason=f["reason"], count=f["count"],
-                        total=f["total"])
+            log.warning("drops", node=f["node"], hook=f["hook"], reason=f["reason"], family=f["family"],
+                        count=f["count"], total=f["total"])
         if fresh:
             samples = await asyncio.to_thread(col.drop_samples)
             for f in fresh:
-                f["sample"] = samples.get((f["node"], f["hook"], f["reason"]))
+                f["sample"] = samples.get((f["node"], f["hook"], f["reason"], f["family"]))
                 f.pop("total")
             await asyncio.to_thread(droplog.append, self.lab, fresh)  # may trim the file: off the loop
 
@@ -49,9 +49,11 @@ class DropReporter:
 def new_drops(totals: dict, prev: dict, now: float) -> list[dict]:
     """Rows for what was dropped since PREV (updated in place): pure, unit-tested."""
     out = []
-    for (node, hook, reason), total in sorted(totals.items()):
-        new = total - prev.get((node, hook, reason), 0)
+    for key, total in sorted(totals.items()):
+        node, hook, reason, family = key
+        new = total - prev.get(key, 0)
         if new > 0:
-            out.append({"ts": now, "node": node, "hook": hook, "reason": reason, "count": new, "total": total})
-        prev[(node, hook, reason)] = total
+            out.append({"ts": now, "node": node, "hook": hook, "reason": reason, "family": family, "count": new,
+                        "total": total})
+        prev[key] = total
     return out

@@ -19,6 +19,12 @@ log = logs.get("bridgelab.daemon")
 PROBE_SYNC_QUIET = 0.25  # seconds without a repair before the probes re-attach
 
 
+def network_labels(d: Desired) -> dict[tuple[str, str], str]:
+    """(node, interface) -> network, for the datapath metrics' `network` label."""
+    nodes = d.ns_nodes()
+    return {(nodes.get(ns, "host"), dev): net for (ns, dev), net in d.networks.items()}
+
+
 class ProbeSupervisor:
     def __init__(self, d: Desired, metrics: Metrics, bpf_stats: bool):
         self.d = d
@@ -43,7 +49,7 @@ class ProbeSupervisor:
             return
         self.probes = p
         await asyncio.to_thread(self.sync_now)
-        self.collector = ProbeCollector(p, self.d.bridge_ports(), self.d.macs())
+        self.collector = ProbeCollector(p, self.d.bridge_ports(), self.d.macs(), network_labels(self.d))
         self.metrics.registry.register(self.collector)
         if self.bpf_stats:
             from ..probes import links
@@ -69,6 +75,7 @@ class ProbeSupervisor:
         self.d = d
         if self.collector is not None:
             self.collector.ports, self.collector.macs = d.bridge_ports(), d.macs()
+            self.collector.networks = network_labels(d)
         self.request_sync()
 
     def request_sync(self) -> None:

@@ -60,19 +60,20 @@ def parse_since(text: str) -> float:
 
 
 def summarize(rows: list[dict], since: float, now: float) -> dict:
-    rows = [r for r in rows if r["ts"] >= now - since]
+    # rows written before the family label (IPv4 only then) count as IPv4
+    rows = [{"family": "ipv4", **r} for r in rows if r["ts"] >= now - since]
     total = sum(r["count"] for r in rows)
     out = {"since_seconds": since, "total": total}
-    for dim in ("reason", "hook", "node"):
+    for dim in ("reason", "hook", "node", "family"):
         agg: dict[str, int] = {}
         for r in rows:
             agg[r[dim]] = agg.get(r[dim], 0) + r["count"]
         out[f"by_{dim}"] = [{dim: k, "count": v} for k, v in sorted(agg.items(), key=lambda kv: -kv[1])]
     combos: dict[tuple, dict] = {}
     for r in rows:
-        k = (r["node"], r["hook"], r["reason"])
-        c = combos.setdefault(k, {"node": k[0], "hook": k[1], "reason": k[2], "count": 0, "sample": None,
-                                  "last_seen": 0})
+        k = (r["node"], r["hook"], r["reason"], r["family"])
+        c = combos.setdefault(k, {"node": k[0], "hook": k[1], "reason": k[2], "family": k[3], "count": 0,
+                                  "sample": None, "last_seen": 0})
         c["count"] += r["count"]
         c["last_seen"] = max(c["last_seen"], r["ts"])
         c["sample"] = r.get("sample") or c["sample"]
@@ -83,7 +84,7 @@ def summarize(rows: list[dict], since: float, now: float) -> dict:
 def _tuple(t: dict | None) -> str:
     if not t:
         return "(no tuple: the probes could not read the packet)"
-    ep = lambda a, p: f"{t[a]}:{t[p]}" if p in t else t[a]  # noqa: E731
+    ep = lambda a, p: (f"[{t[a]}]:{t[p]}" if ":" in t[a] else f"{t[a]}:{t[p]}") if p in t else t[a]  # noqa: E731
     return f"{t['proto']} {ep('src', 'sport')} → {ep('dst', 'dport')}" + (f" {t['icmp']}" if "icmp" in t else "")
 
 
@@ -105,7 +106,7 @@ def run(lab: str, args) -> int:
         print(f"no drops of lab packets in the last {args.since}")
         return 0
     print(f"{s['total']} lab packets dropped in the last {args.since}")
-    for dim in ("reason", "hook", "node"):
+    for dim in ("reason", "hook", "node", "family"):
         print(f"  by {dim}: " + ", ".join(f"{x[dim]} {x['count']}" for x in s[f"by_{dim}"][:6]))
     print("top:")
     for c in s["top"][:10]:

@@ -21,12 +21,15 @@ PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
 REORDER_NS = 5_000_000
 
 
-def node_address(d: Desired, node: str) -> str | None:
+def node_addresses(d: Desired, node: str) -> list[str]:
+    """The node's first address of each family (a dual-stack node is followed in both)."""
     ns = d.nodes.get(node)
+    out: dict[int, str] = {}
     for a in d.addresses:
-        if a.ns == ns and a.dev != "lo":
-            return str(a.iface.ip)
-    return None
+        if a.ns == ns and a.dev != "lo" and not a.iface.ip.is_link_local:
+            out.setdefault(a.iface.version, str(a.iface.ip))
+    return [out[v] for v in sorted(out)]
+
 
 
 def missing_namespace(d: Desired) -> str | None:
@@ -35,16 +38,16 @@ def missing_namespace(d: Desired) -> str | None:
 
 
 def run(d: Desired, args, up_hint: str = "bridgelab up") -> int:
-    from ..probes.events import parse_net, render
+    from ..probes.events import render, set_filter
     from ..probes.loader import TraceFilter
     from ..probes.session import TraceSession
 
     host = args.host_filter
-    if args.node and not host:
-        host = node_address(d, args.node)
-    flt = TraceFilter(proto=PROTOS.get(args.proto or "", 0), port=args.port or 0)
-    if host:
-        flt.net, flt.mask = parse_net(host)
+    hosts = [host] if host else (node_addresses(d, args.node) if args.node else [])
+    flt = TraceFilter(proto=PROTOS.get(args.proto or "", 0), port=args.port or 0, ndp=bool(getattr(args, "ndp", False)))
+    for h in hosts:
+        set_filter(flt, h)
+    host = ",".join(hosts) or None
     gone = missing_namespace(d)
     if gone:
         print(f"bridgelab trace: lab {d.lab} is not up (no namespace {gone}); run '{up_hint}'", file=sys.stderr)
@@ -113,6 +116,6 @@ def _direction_ok(pk, direction: str, host: str | None) -> bool:
     first = next((h.tuple for h in pk.hops if h.tuple), None)
     if not first or not host:
         return True
-    net = ipaddress.ip_network(host, strict=False)
-    src_in = ipaddress.ip_address(first["src"]) in net
+    src = ipaddress.ip_address(first["src"])
+    src_in = any(src in ipaddress.ip_network(h, strict=False) for h in host.split(","))
     return src_in if direction == "out" else not src_in

@@ -54,7 +54,7 @@ class _Acc:
     services: list[r.ServiceProc] = field(default_factory=list)
     impairments: list[r.Impairment] = field(default_factory=list)
     nodes: dict[str, str | None] = field(default_factory=dict)
-    networks: dict[str, str] = field(default_factory=dict)  # device "ns/ifname" -> network (metric label)
+    networks: dict[tuple, str] = field(default_factory=dict)  # (ns, ifname) -> network (metric label)
 
     def node_ns(self, node: str) -> str:
         name = ns_name(self.lab, node)
@@ -89,6 +89,7 @@ def desired(spec: Spec, mode: str = SANDBOX) -> r.Desired:
     _host_sysctls(acc, spec)
     if mode == SANDBOX:
         _sandbox(acc, spec)
+    _loopback6_proxy(acc, spec)
     acc.tables.append(r.NftTable(host_ns, family(spec), table_name(spec.lab), render_table(spec)))
     acc.forward.append(r.ForwardAccess(host_ns, tuple(b.name for b in acc.bridges if b.ns == host_ns)))
     return r.Desired(
@@ -107,7 +108,7 @@ def _bridges(acc: _Acc, spec: Spec) -> None:
         acc.bridges.append(r.Bridge(acc.host_ns, n.bridge, alias(spec.lab, role), mac(spec.lab, "host", n.bridge),
                                     n.mtu, n.name))
         acc.links_up((acc.host_ns, n.bridge))
-        acc.networks[f"{acc.host_ns}/{n.bridge}"] = n.name
+        acc.networks[(acc.host_ns, n.bridge)] = n.name
         if n.subnet is not None:
             acc.address(acc.host_ns, n.bridge, n.gateway, n.subnet.prefixlen)
         if n.subnet6 is not None:
@@ -131,7 +132,7 @@ def _container(acc: _Acc, spec: Spec, c: Container) -> None:
             alias=alias(lab, f"veth:{c.name}" + ("" if a.network == DEFAULT_NETWORK else f":{a.network}")),
         ))
         acc.links_up((acc.host_ns, a.host_interface), (cns, a.interface))
-        acc.networks[f"{acc.host_ns}/{a.host_interface}"] = acc.networks[f"{cns}/{a.interface}"] = n.name
+        acc.networks[(acc.host_ns, a.host_interface)] = acc.networks[(cns, a.interface)] = n.name
         if a.address is not None:
             acc.address(cns, a.interface, a.address, n.subnet.prefixlen)
         if a.address6 is not None:
@@ -270,6 +271,22 @@ def _sandbox6(acc: _Acc, spec: Spec, gw: str, cl: str, inet: str) -> None:
     acc.routes += [r.Route(cl, ANY6, up_.gateway6, "eth0"), r.Route(inet, ANY6, sb.upstream6.ip, "eth0")]
     acc.sysctls.append(r.Sysctl(gw, "net.ipv6.conf.all.forwarding", "1",
                                 "the gateway routes IPv6 between the LAN and the internet stand-in"))
+
+
+def _loopback6_proxy(acc: _Acc, spec: Spec) -> None:
+    """[::1]:PORT of each port published there (every address, or host_ip ::1): a relay in the
+    host (proxy/), since IPv6 cannot DNAT a loopback connection out to a container."""
+    maps = []
+    for p in spec.ports:
+        if p.host_ip is not None and str(p.host_ip) != "::1":
+            continue
+        a = spec.reachable(p.container)
+        if acc.v6 and a is not None and a.address6 is not None:
+            maps.append(f"{p.protocol}:{p.host_port}=[{a.address6}]:{p.container_port}")
+    if maps:
+        tcp = next((int(m.split(":")[1].split("=")[0]) for m in maps if m.startswith("tcp:")), None)
+        acc.services.append(r.ServiceProc("host", acc.host_ns, "host/loopback6-proxy",
+                                          ("python3", "-m", "orchestrator.proxy", *maps), "/", tcp))
 
 
 def service(lab: str, node: str, ns: str | None, s: Service, v6: bool = False) -> r.ServiceProc:

@@ -23,7 +23,7 @@ def as_dict(spec: Spec, d: m.Desired) -> dict:
     for v in d.veths:
         e = {"a": {"node": ns_node.get(v.a.ns, "host"), "ifname": v.a.name, "master": v.a.master},
              "b": {"node": ns_node.get(v.b.ns, "host"), "ifname": v.b.name},
-             "network": d.networks.get(f"{v.a.ns}/{v.a.name}", ""),
+             "network": d.networks.get((v.a.ns, v.a.name), ""),
              "netem": {i.name: i.netem.describe() for i in (imp.get((v.a.ns, v.a.name)), imp.get((v.b.ns, v.b.name)))
                        if i is not None}}
         edges.append(e)

@@ -77,10 +77,10 @@ class _Render:
                 out.append(f'ip6 saddr {n.subnet6} oifname "{up}" masquerade comment '
                            f'"{self.of(n, "containers leaving by the uplink (NAT66)")}"')
         for n in self.targets():
-            for v in self.versions:
-                if v == 4 or n.subnet6 is not None:
-                    out.append(f'oifname "{n.bridge}" ct status dnat {IP[v]} saddr {LOOP[v]} masquerade '
-                               f'comment "the host reaching a published port via {"127.0.0.1" if v == 4 else "::1"}"')
+            # IPv4 only: the kernel never lets ::1 be a source off the loopback (RFC 4291
+            # 2.5.3), so [::1] is relayed by the proxy, never DNATed (nat_output returns)
+            out.append(f'oifname "{n.bridge}" ct status dnat ip saddr {LOOP[4]} masquerade '
+                       'comment "the host reaching a published port via 127.0.0.1"')
             for v in self.versions:
                 if self.subnet(n, v) is not None:
                     out.append(f'oifname "{n.bridge}" ct status dnat {IP[v]} saddr {self.subnet(n, v)} masquerade '
@@ -135,13 +135,15 @@ def render_table(spec: Spec) -> str:
     # (prerouting) and from the host itself (output: the seed's failed `curl 192.168.0.10:8888`).
     r.chain("nat_prerouting", "type nat hook prerouting priority dstnat; policy accept;",
             ["fib daddr type local jump publish"] if everywhere else [])
+    # [::1] is the loopback IPv6 proxy's (proxy/): a DNATed reply could never come back to ::1
     r.chain("nat_output", "type nat hook output priority -100; policy accept;",
-            (["fib daddr type local jump publish"] if everywhere else [])
+            (["ip6 daddr ::1 return"] if r.inet and everywhere else [])
+            + (["fib daddr type local jump publish"] if everywhere else [])
             + [f"{IP[v]} daddr {LOOP[v]} jump publish_loopback" for v in r.versions
-               if any(p.host_ip.version == v for p in loopback)])
+               if v == 4 and any(p.host_ip.version == v for p in loopback)])
     r.chain("publish", None, [x for p in everywhere for x in r.dnat(p)])
-    if loopback:
-        r.chain("publish_loopback", None, [x for p in loopback for x in r.dnat(p)])
+    if any(p.host_ip.version == 4 for p in loopback):
+        r.chain("publish_loopback", None, [x for p in loopback if p.host_ip.version == 4 for x in r.dnat(p)])
     r.chain("nat_postrouting", "type nat hook postrouting priority srcnat; policy accept;", r.postrouting())
     # Forwarding into the lab: replies, published ports and bridge-to-bridge traffic pass;
     # unsolicited packets routed at container addresses from outside are dropped (Docker does the

@@ -147,7 +147,7 @@ class Desired:
     nodes: dict[str, str | None] = field(compare=False, default_factory=dict)  # node -> ns
     uplink: str = field(compare=False, default="")  # in host mode the admin's, not ours: probed, never touched
     ipv6: bool = False  # the topology has IPv6 (an IPv4-only one stays IPv4-only)
-    networks: dict[str, str] = field(compare=False, default_factory=dict)  # "ns/ifname" -> network name
+    networks: dict[tuple, str] = field(compare=False, default_factory=dict)  # (ns, ifname) -> network name
 
     def managed_ns(self) -> list[str | None]:
         """Every namespace the lab touches, the host's first."""

@@ -28,6 +28,7 @@ class Attachment:
     ifindex: int
     inode: int
     fds: list[int]
+    pfs: tuple = ()     # netfilter: the families hooked (IPv4, and IPv6 in a dual-stack lab)
 
 
 def close_fds(fds: list[int]) -> None:
@@ -124,7 +125,8 @@ def sync(p, d: Desired) -> int:
         ifnames[(cookie, 1)] = "lo"
         if ns not in skip:
             made += _sync_nf(p, ns, node_of.get(ns, "host"), ino, full=(ns == d.host_ns or p.trace is not None
-                                                                        or ns in routers(d)))
+                                                                        or ns in routers(d)),
+                             pfs=PFS_DUAL if d.ipv6 else PFS_V4)
     live = set()
     for (ns, ifname) in wanted_devices(p, d):
         if ns not in seen or not seen[ns][2].get(ifname):
@@ -181,34 +183,39 @@ def _retire_copies(p, cookies: dict[int, str]) -> None:
             close_fds([fd])
 
 
-def _sync_nf(p, ns: str | None, node: str, ino: int, full: bool = True) -> int:
+PFS_V4 = (links.NFPROTO_IPV4,)
+PFS_DUAL = (links.NFPROTO_IPV4, links.NFPROTO_IPV6)
+
+
+def _sync_nf(p, ns: str | None, node: str, ino: int, full: bool = True, pfs: tuple = PFS_V4) -> int:
     nf = p.families["nf"]
     if not nf.ok:
         return 0
     cur = p.nf.get(ns)
-    if cur and cur.inode == ino and cur.fds:
+    if cur and cur.inode == ino and cur.fds and cur.pfs == pfs:
         return 0
     if cur:
         close_fds(cur.fds)
     fds: list[int] = []
     try:
-        for pt in NF_POINTS if full else CONTAINER_NF:
-            prog = nf.progs[f"nf_p{pt.id}" if full else f"nf_c{pt.id}"]
-            fds.append(_free_priority(prog, ns, pt))
+        for pf in pfs:
+            for pt in NF_POINTS if full else CONTAINER_NF:
+                prog = nf.progs[f"nf_p{pt.id}" if full else f"nf_c{pt.id}"]
+                fds.append(_free_priority(prog, ns, pt, pf))
         p.attach_errors.pop(f"nf {node}", None)
     except OSError as e:
         close_fds(fds)
         p.attach_errors[f"nf {node}"] = explain(e)
-    p.nf[ns] = Attachment(ns, node, "", 0, ino, fds)
+    p.nf[ns] = Attachment(ns, node, "", 0, ino, fds, pfs)
     return len(fds)
 
 
-def _free_priority(prog: int, ns: str | None, pt) -> int:
+def _free_priority(prog: int, ns: str | None, pt, pf: int = links.NFPROTO_IPV4) -> int:
     """A netfilter hook takes one program per priority: the daemon's, a trace's and an
     explain's each find a free one near the designed priority, never across the NAT one."""
     for k in range(MAX_SHIFT):
         try:
-            return links.netfilter(prog, ns, pt.hook, pt.priority + k * pt.step)
+            return links.netfilter(prog, ns, pt.hook, pt.priority + k * pt.step, pf)
         except OSError as e:
             if e.errno != errno.EBUSY or k == MAX_SHIFT - 1:
                 raise

@@ -26,6 +26,7 @@ def kernel_offsets() -> list[str]:
         "SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
         "ST_HOOK": ("nf_hook_state", "hook"), "ST_IN": ("nf_hook_state", "in"),
         "ST_OUT": ("nf_hook_state", "out"), "ST_NET": ("nf_hook_state", "net"),
+        "ST_PF": ("nf_hook_state", "pf"),
         "DEV_IFINDEX": ("net_device", "ifindex"), "NET_COOKIE": ("net", "net_cookie"),
     }
     return [f"-D{k}={b.member(s, m)[0]}" for k, (s, m) in want.items()]
@@ -50,15 +51,34 @@ def _consumed_max() -> int:
     return max(reasons.get("SKB_CONSUMED", 1), reasons.get("SKB_NOT_DROPPED_YET", 0))
 
 
+def _reason_flags() -> list[str]:
+    """Where ip6_mc_input's text is, so drops.c can name its multicast frees (reasons.py)."""
+    from .reasons import MCAST_NOT_JOINED, symbol_range
+    rng = symbol_range("ip6_mc_input")
+    reasons = btf.kernel().enum("skb_drop_reason")
+    if rng is None or "SKB_DROP_REASON_NOT_SPECIFIED" not in reasons:
+        return []
+    return [f"-DMC_INPUT_START={rng[0]}ULL", f"-DMC_INPUT_END={rng[1]}ULL", f"-DR_MCAST_NOT_JOINED={MCAST_NOT_JOINED}",
+            f"-DREASON_NOT_SPECIFIED={reasons['SKB_DROP_REASON_NOT_SPECIFIED']}"]
+
+
 def cflags(p, families: list[str]) -> list[str]:
     f = ["-w", f"-I{p.probe_dir}", f"-DRING_PAGES={p.ring_pages}",
          f"-DSKB_CONSUMED_MAX={_consumed_max()}", f"-DFAST_BITS={p.fast_bits}", *kernel_offsets()]
+    if "drops" in families:
+        f += _reason_flags()
     # the drop attribution window, 200 ms, in the unit of the probes' clock (common.h NOW()):
     # nanoseconds in a trace, jiffies for the metrics probes
     if p.trace is not None:
         t = p.trace
         f += ["-DTRACE", f"-DF_PROTO={t.proto}", f"-DF_NET={t.net}U", f"-DF_NET_MASK={t.mask}U",
               f"-DF_PORT={t.port}", "-DATTRIBUTION=200000000ULL"]
+        if t.ndp:
+            f.append("-DF_NDP")
+        if getattr(t, "net6", None) is not None:
+            from .events import parse_net6
+            words, masks = parse_net6(str(t.net6))
+            f += [f"-DF6_NET{i}={w}U" for i, w in enumerate(words)] + [f"-DF6_MASK{i}={m}U" for i, m in enumerate(masks)]
     else:
         hz, where = kernel_hz()
         if where.startswith("assumed"):
@@ -120,8 +140,12 @@ def _degradations(p, read_error: str) -> None:
         why = (read_error or f"lockdown={mode} refuses bpf_probe_read_kernel" if mode == "confidentiality"
                else read_error or "BRIDGELAB_PROBE_NO_READ=1 (as if lockdown=confidentiality)")
         nf.degraded = f"no tuples at netfilter hooks ({why}): hops matched by flow hash, NAT translation counts unavailable"
-    if p.families["drops"].ok and not (nf.ok and nf.bpf is p.families["drops"].bpf):
-        p.families["drops"].degraded = "drops not attributed to a node or hook (the netfilter probes did not load with them)"
+    drops = p.families["drops"]
+    if drops.ok and not (nf.ok and nf.bpf is drops.bpf):
+        drops.degraded = "drops not attributed to a node or hook (the netfilter probes did not load with them)"
+    elif drops.ok and not _reason_flags():
+        drops.degraded = ("IPv6 multicast not joined counted as NOT_SPECIFIED drops (kallsyms hides "
+                          "ip6_mc_input's address: kptr_restrict)")
 
 
 def _compile(p, families: list[str]) -> None:

@@ -18,15 +18,25 @@ from .points import nf_hook
 from .events import tuple_dict
 from .reasons import is_loss, reason_names
 
-PROTO = {1: "icmp", 6: "tcp", 17: "udp", 0: "non_ip"}
+PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 0: "non_ip"}
+NDP = "ndp"   # ICMPv6 types 133-137 (tc_points.c tc_key.ndp): apart from ping and errors
+FAMILY = {4: "ipv4", 6: "ipv6"}
+
+
+def _proto(k) -> str:
+    if not k.family:
+        return "non_ip"
+    if getattr(k, "ndp", 0):
+        return NDP
+    return PROTO.get(k.proto, "other_ip")
 
 
 # key and value layouts of the maps read at scrape (probes/*.c)
 LAYOUTS = {
-    "tc_counts": ("<QIBB2x", ("cookie", "ifindex", "dir", "proto"), "<QQ", ("packets", "bytes")),
-    "nf_counts": ("<QIIB7x", ("cookie", "iif", "oif", "point"), "<QQ", ("packets", "bytes")),
-    "drop_counts": ("<QIB3x", ("cookie", "reason", "point"), "<Q", None),
-    "nat_counts": ("<QB7x", ("cookie", "kind"), "<Q", None),
+    "tc_counts": ("<QIBBBB", ("cookie", "ifindex", "dir", "proto", "family", "ndp"), "<QQ", ("packets", "bytes")),
+    "nf_counts": ("<QIIBB6x", ("cookie", "iif", "oif", "point", "family"), "<QQ", ("packets", "bytes")),
+    "drop_counts": ("<QIBB2x", ("cookie", "reason", "point", "family"), "<Q", None),
+    "nat_counts": ("<QBB6x", ("cookie", "kind", "family"), "<Q", None),
 }
 
 
@@ -49,7 +59,7 @@ def read_table(t, table: str) -> list:
 
 # the per-CPU direct-mapped fronts of tc_counts and nf_counts (common.h FAST_BITS): each CPU's
 # copy of a slot holds its own key, so these are read as (key, counter) entries, not by key
-FAST = {"tc_counts": ("tc_fast", "<QIBB2xQQ"), "nf_counts": ("nf_fast", "<QIIB7xQQ")}
+FAST = {"tc_counts": ("tc_fast", "<QIBBBBQQ"), "nf_counts": ("nf_fast", "<QIIBB6xQQ")}
 
 
 def fast_entries(t, table: str) -> list[tuple[int, list[tuple | None]]]:
@@ -81,7 +91,9 @@ def _sum(v, attr=None):
 
 
 class ProbeCollector:
-    def __init__(self, probes, ports: set[str], macs: dict[str, tuple[str, str]] | None = None):
+    def __init__(self, probes, ports: set[str], macs: dict[str, tuple[str, str]] | None = None,
+                 networks: dict[tuple[str, str], str] | None = None):
+        self.networks = networks or {}  # (node, interface) -> the topology network it is on
         self.p = probes
         self.ports = ports          # names of the bridge ports (veth host ends)
         self.macs = macs or {}      # "aa:bb:..." -> (node, interface), the lab's own MACs
@@ -186,7 +198,7 @@ class ProbeCollector:
                 if not node:
                     continue
                 key = (node, dev, "tc_" + points.TC_POINTS[k.dir], points.TC_POINTS[k.dir],
-                       PROTO.get(k.proto, "other_ip"))
+                       _proto(k), FAMILY.get(k.family, ""))
                 out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
                 out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
         elif table == "nf_counts":
@@ -196,7 +208,7 @@ class ProbeCollector:
                 if not node:
                     continue
                 hook, dev, direction = nf_hook(k.point, iif, oif, self.ports)
-                key = (node, dev, hook, direction, "ipv4")
+                key = (node, dev, hook, direction, FAMILY.get(k.family, "ipv4"), FAMILY.get(k.family, "ipv4"))
                 out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
                 out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
         elif table == "drop_counts":
@@ -207,7 +219,7 @@ class ProbeCollector:
                     continue
                 reason = names.get(k.reason, str(k.reason))
                 if is_loss(reason):
-                    key = (node, points.drop_hook(k.point, reason), reason)
+                    key = (node, points.drop_hook(k.point, reason), reason, FAMILY.get(k.family, "ipv4"))
                     out["drops"][key] = out["drops"].get(key, 0) + _sum(v)
                 else:  # freed after delivery (reasons.AFTER_DELIVERY): counted apart, never a drop
                     out["frees"][(node, reason)] = out["frees"].get((node, reason), 0) + _sum(v)
@@ -215,7 +227,7 @@ class ProbeCollector:
             for k, v in items:
                 node = self.p.known_cookies.get(k.cookie)
                 if node:
-                    key = (node, "destination" if k.kind == 1 else "source")
+                    key = (node, "destination" if k.kind == 1 else "source", FAMILY.get(k.family, "ipv4"))
                     out["nat"][key] = out["nat"].get(key, 0) + _sum(v)
         return out
 
@@ -231,21 +243,22 @@ class ProbeCollector:
             if node:
                 td = tuple_dict(v)
                 reason = names.get(k.reason, str(k.reason))
-                out[(node, points.drop_hook(k.point, reason), reason)] = td
+                out[(node, points.drop_hook(k.point, reason), reason, FAMILY.get(k.family, "ipv4"))] = td
         return out
 
     def collect(self):
         s = self.samples()
-        labels = ["node", "interface", "hook", "direction", "protocol"]
+        labels = ["node", "interface", "hook", "direction", "protocol", "family", "network"]
         pk = CounterMetricFamily("bridgelab_datapath_packets", "Packets seen by the probes, per hook, node, "
                                  "interface, direction and protocol", labels=labels)
         by = CounterMetricFamily("bridgelab_datapath_bytes", "Bytes (skb length) seen by the probes", labels=labels)
         for key, v in s["packets"].items():
-            pk.add_metric(list(key), v)
-            by.add_metric(list(key), s["bytes"][key])
+            net = self.networks.get((key[0], key[1]), "")
+            pk.add_metric([*key, net], v)
+            by.add_metric([*key, net], s["bytes"][key])
         dr = CounterMetricFamily("bridgelab_drops", "Lab packets the kernel dropped, by node, the hook where "
                                  "the probes saw them last, and the kernel's drop reason",
-                                 labels=["node", "hook", "reason"])
+                                 labels=["node", "hook", "reason", "family"])
         for key, v in s["drops"].items():
             dr.add_metric(list(key), v)
         fr = CounterMetricFamily("bridgelab_delivered_frees", "Lab packets freed after they were delivered to a "
@@ -258,7 +271,7 @@ class ProbeCollector:
         t = self.p.table("drops", "drop_unattributed")
         out.add_metric([], _sum(t[0]) if t is not None else 0)
         nat = CounterMetricFamily("bridgelab_nat_translations", "Packets whose address or port NAT rewrote, "
-                                  "by node and what was rewritten", labels=["node", "rewrite"])
+                                  "by node and what was rewritten", labels=["node", "rewrite", "family"])
         for key, v in s["nat"].items():
             nat.add_metric(list(key), v)
         att = GaugeMetricFamily("bridgelab_probe_attached", "1 when the probe family is loaded and attached "

@@ -32,9 +32,9 @@ def proto_name(n: int) -> str:
 
 
 class Tuple(ct.Structure):
-    _fields_ = [("saddr", ct.c_uint32), ("daddr", ct.c_uint32), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
+    _fields_ = [("saddr", ct.c_uint32 * 4), ("daddr", ct.c_uint32 * 4), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
                 ("proto", ct.c_uint8), ("flags", ct.c_uint8), ("ipid", ct.c_uint16),
-                ("tot_len", ct.c_uint16), ("_tpad", ct.c_uint16)]
+                ("tot_len", ct.c_uint16), ("family", ct.c_uint8), ("_tpad", ct.c_uint8 * 3)]
 
 
 class Event(ct.Structure):  # struct event in probes/common.h
@@ -44,8 +44,19 @@ class Event(ct.Structure):  # struct event in probes/common.h
                 ("_pad", ct.c_uint8), ("t", Tuple)]
 
 
-def ip(a: int) -> str:
-    return socket.inet_ntoa(struct.pack("<I", a))
+def ip(a, family: int = 4) -> str:
+    """An address as the probes hold it: IPv4 in the first word (or a bare int), IPv6 in four."""
+    if isinstance(a, int):
+        return socket.inet_ntoa(struct.pack("<I", a))
+    if family == 6:
+        return socket.inet_ntop(socket.AF_INET6, struct.pack("<4I", *a))
+    return socket.inet_ntoa(struct.pack("<I", a[0]))
+
+
+ICMP_TYPES = {0: "echo-reply", 8: "echo-request", 3: "unreachable", 11: "time-exceeded"}
+ICMP6_TYPES = {128: "echo-request", 129: "echo-reply", 1: "unreachable", 2: "packet-too-big",
+               3: "time-exceeded", 133: "router-solicit", 134: "router-advert",
+               135: "neighbour-solicit", 136: "neighbour-advert", 137: "redirect"}
 
 
 @dataclass
@@ -81,14 +92,22 @@ class Hop:
 
 
 def tuple_dict(t: Tuple) -> dict:
-    d = {"proto": proto_name(t.proto), "src": ip(t.saddr), "dst": ip(t.daddr), "ip_id": t.ipid}
+    fam = 6 if t.family == 6 else 4
+    d = {"proto": proto_name(t.proto), "family": f"ipv{fam}", "src": ip(list(t.saddr), fam),
+         "dst": ip(list(t.daddr), fam)}
+    if fam == 4:
+        d["ip_id"] = t.ipid   # IPv6 has none (the probes' packet mark is not shown)
     if t.proto in (6, 17):
         d["sport"], d["dport"] = t.sport, t.dport
         if t.proto == 6:
             d["tcp_flags"] = _flags(t.flags)
     elif t.proto == 1:
-        d["icmp"] = {0: "echo-reply", 8: "echo-request", 3: "unreachable", 11: "time-exceeded"}.get(t.flags, str(t.flags))
+        d["icmp"] = ICMP_TYPES.get(t.flags, str(t.flags))
         if t.flags in (0, 8):
+            d["id"], d["seq"] = t.sport, t.dport
+    elif t.proto == 58:
+        d["icmp"] = ICMP6_TYPES.get(t.flags, str(t.flags))
+        if t.flags in (128, 129):
             d["id"], d["seq"] = t.sport, t.dport
     return d
 
@@ -104,18 +123,28 @@ class Packet:
     last: int = 0
 
     def verdict(self) -> str:
-        if any(h.reason for h in self.hops):
-            i, h = next((i, h) for i, h in enumerate(self.hops) if h.reason)
-            if not is_loss(h.reason) or any(x.hook == "input" and x.node == h.node for x in self.hops[:i]):
-                # e.g. an echo reply handed to a raw socket, then freed by ping_rcv as NO_SOCKET
-                return f"delivered, then freed: {h.reason} in {h.function}"
-            return f"dropped at {h.node} {h.hook.removeprefix('drop@')}: {h.reason} in {h.function}"
-        last = self.hops[-1]
+        for i, h in enumerate(self.hops):
+            # a loss, unless this node had already taken the packet in (an echo reply handed to
+            # a raw socket, then freed by ping_rcv as NO_SOCKET, is not lost)
+            if h.reason and is_loss(h.reason) and not any(x.hook == "input" and x.node == h.node
+                                                          for x in self.hops[:i]):
+                return f"dropped at {h.node} {h.hook.removeprefix('drop@')}: {h.reason} in {h.function}"
+        seen = [h for h in self.hops if not h.reason]
+        freed = [h for h in self.hops if h.reason]
+        if not seen:
+            h = freed[0]
+            return f"freed at {h.node}: {h.reason} in {h.function}"
+        last = seen[-1]
         if last.hook in ("input", "bridge_input"):
-            return f"delivered to {last.node}"
-        if last.hook == "tc_ingress":
-            return f"arrived at {last.node} {last.interface}"
-        return f"last seen at {last.node} {last.interface or ''} {last.hook}".replace("  ", " ")
+            out = f"delivered to {last.node}"
+        elif last.hook == "tc_ingress":
+            out = f"arrived at {last.node} {last.interface}"
+        else:
+            out = f"last seen at {last.node} {last.interface or ''} {last.hook}".replace("  ", " ")
+        mine = [h for h in freed if h.node == last.node and h.ts >= last.ts]
+        if mine:   # how the receiver let go of it (a copy a bridge flooded elsewhere is not news)
+            out += f", then freed: {mine[0].reason} in {mine[0].function}"
+        return out
 
     def path_kind(self, ports: set[str] | None = None) -> str:
         """forwarded: routed by a node (the FORWARD hook); bridged: switched from one bridge port
@@ -141,6 +170,13 @@ class Packet:
         return {"tuple": first, "path": self.path_kind(), "verdict": self.verdict(), "hops": hops}
 
 
+def packet_key(t: Tuple) -> tuple:
+    """What tells one packet from another along its path, NAT or not: IPv4's id and length; for
+    IPv6 (no id) the probes put TCP's sequence, an echo's sequence or UDP's first payload
+    bytes where the id was, and an echo request and its reply differ only by ICMPv6 type."""
+    return (t.proto, t.ipid, t.tot_len, t.flags if t.proto == 58 else 0)
+
+
 class Assembler:
     """Feed decoded events (any order within a few ms); take finished packets."""
 
@@ -161,7 +197,7 @@ class Assembler:
         t = tuple_dict(e.t) if e.has_tuple else None
         key = None
         if e.kind == K_TC:
-            key = (e.t.proto, e.t.ipid, e.t.tot_len)
+            key = packet_key(e.t)
             hook = "tc_" + points.TC_POINTS.get(e.point, "?")
             hop = Hop(e.ts, K_TC, node, dev, hook, t, e.len)
             if key not in self.open:
@@ -180,7 +216,7 @@ class Assembler:
             hook, iface, _dir = nf_hook(e.point, dev, oif, self.ports)
             hop = Hop(e.ts, K_NF, node, iface, hook, t, e.len, out_interface=oif if hook.endswith("forward") else "")
             if e.has_tuple:
-                key = (e.t.proto, e.t.ipid, e.t.tot_len)
+                key = packet_key(e.t)
             else:
                 cand = self.by_hash.get(e.hash)
                 p = self.open.get(cand) if cand else None
@@ -248,7 +284,9 @@ def _fill(p: Packet) -> None:
 
 
 def _ep(t: dict, a: str, p: str) -> str:
-    return f"{t[a]}:{t[p]}" if t.get(p) is not None else t[a]
+    if t.get(p) is None:
+        return t[a]
+    return f"[{t[a]}]:{t[p]}" if ":" in t[a] else f"{t[a]}:{t[p]}"
 
 
 def render(p: Packet, n: int) -> str:
@@ -280,9 +318,15 @@ def parse_net(text: str) -> tuple[int, int]:
     return to(net.network_address), to(net.netmask)
 
 
+def parse_net6(text: str) -> tuple[list[int], list[int]]:
+    """An IPv6 address or net -> (four words, four mask words) as the packet holds them."""
+    net = ipaddress.IPv6Network(text, strict=False)
+    return (list(struct.unpack("<4I", net.network_address.packed)), list(struct.unpack("<4I", net.netmask.packed)))
+
+
 def set_filter(flt, text: str) -> None:
-    """A trace filter's host/net from TEXT (an address or ADDR/LEN). The probes match IPv4 in
-    the kernel; an IPv6 filter is matched by the flow the tc probes see (issue #14)."""
+    """A trace filter's host/net from TEXT (an address or ADDR/LEN), either family: the probes
+    match both in the kernel (common.h filter_match)."""
     net = ipaddress.ip_network(text, strict=False)
     if net.version == 4:
         flt.net, flt.mask = parse_net(text)

@@ -21,6 +21,7 @@ _BPF_ENABLE_STATS = 32
 _BPF_STATS_RUN_TIME = 0
 SO_NETNS_COOKIE = 71
 NFPROTO_IPV4 = 2
+NFPROTO_IPV6 = 10
 
 
 def _bpf(cmd: int, attr: bytes) -> int:
@@ -48,10 +49,12 @@ def tcx(prog_fd: int, ns: str | None, ifindex: int, egress: bool) -> int:
         return _bpf(_BPF_LINK_CREATE, struct.pack("<IIII", prog_fd, ifindex, at, 0))
 
 
-def netfilter(prog_fd: int, ns: str | None, hook: int, priority: int) -> int:
+def netfilter(prog_fd: int, ns: str | None, hook: int, priority: int, pf: int = NFPROTO_IPV4) -> int:
+    """A netfilter link: one family's hook (IPv4 and IPv6 hooks are separate lists in the
+    kernel, so a dual-stack namespace takes each program twice)."""
     at = attach_type("BPF_NETFILTER")
     with netns.entered(ns):
-        return _bpf(_BPF_LINK_CREATE, struct.pack("<IIIIIIiI", prog_fd, 0, at, 0, NFPROTO_IPV4, hook, priority, 0))
+        return _bpf(_BPF_LINK_CREATE, struct.pack("<IIIIIIiI", prog_fd, 0, at, 0, pf, hook, priority, 0))
 
 
 def netns_cookie(ns: str | None) -> int:

@@ -26,6 +26,7 @@ class TraceFilter:
     mask: int = 0
     port: int = 0
     net6: object = None      # an IPv6 network to follow (ipaddress.IPv6Network)
+    ndp: bool = False        # follow neighbour discovery too (ICMPv6 133-137)
 
 
 @dataclass

@@ -22,11 +22,23 @@ AFTER_DELIVERY = frozenset({
     "TCP_RFC7323_PAWS", "TCP_RFC7323_PAWS_ACK", "TCP_RFC7323_TSECR", "TCP_RFC7323_TW_PAWS", "TCP_TOO_OLD_ACK",
     "TCP_ZEROWINDOW",
 })
+# Neighbour discovery handed to ndisc_rcv and let go there (net/ipv6/ndisc.c) is NDP at work, not
+# a lost packet: a bridge floods multicast (no MLD snooping in a lab), so every node gets the
+# solicitations for addresses it does not hold and frees them as IPV6_NDISC_NS_OTHERHOST
+NDISC_PREFIX = "IPV6_NDISC_"
+# Ours, not the kernel's: ip6_mc_input frees a multicast packet for a group this node has not
+# joined with a bare kfree_skb (NOT_SPECIFIED; net/ipv6/ip6_input.c). A bridge floods every
+# neighbour solicitation to every port, so in a dual-stack lab each node frees the ones meant for
+# the others' solicited-node groups: IPv6's OTHERHOST. drops.c names it when the kernel's symbols
+# say where the free happened (build.mc_input_range).
+MCAST_NOT_JOINED = 0x10001
+OURS = {MCAST_NOT_JOINED: "MCAST_NOT_JOINED"}
+AFTER_DELIVERY = AFTER_DELIVERY | set(OURS.values())
 
 
 def is_loss(reason: str) -> bool:
     """A drop reason that means the packet was lost (not freed after it was delivered)."""
-    return reason not in AFTER_DELIVERY
+    return reason not in AFTER_DELIVERY and not reason.startswith(NDISC_PREFIX)
 
 
 @lru_cache(maxsize=1)
@@ -37,10 +49,26 @@ def reason_names() -> dict[int, str]:
         enum = btf.kernel().enum("skb_drop_reason")
     except (OSError, btf.BTFError):
         return {}
-    out = {}
+    out = dict(OURS)
     for name, val in enum.items():
         out.setdefault(val, name.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_"))
     return out
+
+
+def symbol_range(name: str, path: str = "/proc/kallsyms") -> tuple[int, int] | None:
+    """[start, end) of a kernel function's text, or None where kallsyms hides addresses
+    (kptr_restrict, no CAP_SYSLOG: every address reads 0)."""
+    try:
+        s = Symbols(path)
+    except OSError:
+        return None
+    try:
+        i = s.names.index(name)
+    except ValueError:
+        return None
+    if not s.addrs[i] or i + 1 >= len(s.addrs):
+        return None
+    return s.addrs[i], s.addrs[i + 1]
 
 
 class Symbols:

@@ -98,11 +98,14 @@ def test_other_keys_are_independent():
 
 def test_new_drops_are_the_growth_since_the_last_report():
     prev: dict = {}
-    rows = new_drops({("host", "forward", "NETFILTER_DROP"): 3}, prev, now=10)
-    assert rows == [{"ts": 10, "node": "host", "hook": "forward", "reason": "NETFILTER_DROP", "count": 3, "total": 3}]
-    assert new_drops({("host", "forward", "NETFILTER_DROP"): 3}, prev, now=12) == []
-    rows = new_drops({("host", "forward", "NETFILTER_DROP"): 5, ("c1", "prerouting", "NO_SOCKET"): 1}, prev, now=14)
-    assert [(r["node"], r["count"]) for r in rows] == [("c1", 1), ("host", 2)]
+    rows = new_drops({("host", "forward", "NETFILTER_DROP", "ipv4"): 3}, prev, now=10)
+    assert rows == [{"ts": 10, "node": "host", "hook": "forward", "reason": "NETFILTER_DROP", "family": "ipv4",
+                     "count": 3, "total": 3}]
+    assert new_drops({("host", "forward", "NETFILTER_DROP", "ipv4"): 3}, prev, now=12) == []
+    rows = new_drops({("host", "forward", "NETFILTER_DROP", "ipv4"): 5, ("c1", "prerouting", "IP_INNOROUTES", "ipv6"): 1,
+                      ("host", "forward", "NETFILTER_DROP", "ipv6"): 1}, prev, now=14)
+    assert [(r["node"], r["family"], r["count"]) for r in rows] == [("c1", "ipv6", 1), ("host", "ipv4", 2),
+                                                                     ("host", "ipv6", 1)]
 
 
 def test_drop_summary_ranks_and_keeps_a_sample():
@@ -147,32 +150,44 @@ def _collector():
 def test_collector_labels_tc_and_bridged_or_routed_nf_hops():
     col = _collector()
     counter = [SimpleNamespace(packets=2, bytes=200), SimpleNamespace(packets=1, bytes=100)]  # two CPUs
-    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=1), counter)])
-    assert tc["packets"] == {("container1", "eth1", "tc_egress", "egress", "icmp"): 3}
-    assert tc["bytes"] == {("container1", "eth1", "tc_egress", "egress", "icmp"): 300}
+    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=1, family=4), counter),
+                                               (SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=58, family=6), counter),
+                                               (SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=58, family=6, ndp=1),
+                                                counter),
+                                               (SimpleNamespace(cookie=22, ifindex=2, dir=1, proto=0, family=0), counter)])
+    assert tc["packets"] == {("container1", "eth1", "tc_egress", "egress", "icmp", "ipv4"): 3,
+                             ("container1", "eth1", "tc_egress", "egress", "icmpv6", "ipv6"): 3,
+                             ("container1", "eth1", "tc_egress", "egress", "ndp", "ipv6"): 3,
+                             ("container1", "eth1", "tc_egress", "egress", "non_ip", ""): 3}
+    assert tc["bytes"][("container1", "eth1", "tc_egress", "egress", "icmp", "ipv4")] == 300
     nf = col._label("nf", "nf_counts", [
-        (SimpleNamespace(cookie=11, iif=3, oif=5, point=0), counter),     # br0 -> ens33: routed
-        (SimpleNamespace(cookie=11, iif=4, oif=0, point=1), counter),     # from a bridge port: bridged
-        (SimpleNamespace(cookie=99, iif=1, oif=1, point=0), counter),     # not the lab's namespace
+        (SimpleNamespace(cookie=11, iif=3, oif=5, point=0, family=4), counter),   # br0 -> ens33: routed
+        (SimpleNamespace(cookie=11, iif=3, oif=5, point=0, family=6), counter),   # the same, IPv6
+        (SimpleNamespace(cookie=11, iif=4, oif=0, point=1, family=4), counter),   # from a bridge port: bridged
+        (SimpleNamespace(cookie=99, iif=1, oif=1, point=0, family=4), counter),   # not the lab's namespace
     ])
-    assert nf["packets"] == {("host", "ens33", "forward", "through", "ipv4"): 3,
-                             ("host", "veth1", "bridge_prerouting", "in", "ipv4"): 3}
+    assert nf["packets"] == {("host", "ens33", "forward", "through", "ipv4", "ipv4"): 3,
+                             ("host", "ens33", "forward", "through", "ipv6", "ipv6"): 3,
+                             ("host", "veth1", "bridge_prerouting", "in", "ipv4", "ipv4"): 3}
 
 
 def test_collector_labels_drops_and_nat_by_node_only():
     col = _collector()
-    drops = col._label("drops", "drop_counts", [(SimpleNamespace(cookie=11, reason=2, point=0), [4, 1])])
+    drops = col._label("drops", "drop_counts", [(SimpleNamespace(cookie=11, reason=2, point=0, family=6), [4, 1])])
     assert list(drops["drops"].values()) == [5] and list(drops["drops"])[0][:2] == ("host", "forward")
-    nat = col._label("nf", "nat_counts", [(SimpleNamespace(cookie=11, kind=2), [1]),
-                                         (SimpleNamespace(cookie=11, kind=1), [2])])
-    assert nat["nat"] == {("host", "source"): 1, ("host", "destination"): 2}
+    assert list(drops["drops"])[0][3] == "ipv6"
+    nat = col._label("nf", "nat_counts", [(SimpleNamespace(cookie=11, kind=2, family=4), [1]),
+                                         (SimpleNamespace(cookie=11, kind=1, family=4), [2]),
+                                         (SimpleNamespace(cookie=11, kind=2, family=6), [5])])
+    assert nat["nat"] == {("host", "source", "ipv4"): 1, ("host", "destination", "ipv4"): 2,
+                          ("host", "source", "ipv6"): 5}
 
 
 def test_unknown_devices_are_one_bucket_never_an_ifindex():
     col = _collector()
-    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=11, ifindex=77, dir=0, proto=6),
+    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=11, ifindex=77, dir=0, proto=6, family=4),
                                          [SimpleNamespace(packets=1, bytes=1)])])
-    assert list(tc["packets"]) == [("host", "other", "tc_ingress", "ingress", "tcp")]
+    assert list(tc["packets"]) == [("host", "other", "tc_ingress", "ingress", "tcp", "ipv4")]
 
 
 # ---------------------------------------------------------------- foreign forward chains

@@ -36,7 +36,22 @@ def variant_no_ports():
     return d
 
 
-CASES = {"seed": lambda: copy.deepcopy(SEED), "loopback_udp": variant_loopback_udp, "no_ports": variant_no_ports}
+def example(name):
+    return lambda: yaml.safe_load(open(f"examples/{name}.yaml"))
+
+
+def variant_dualstack_routed():
+    d = yaml.safe_load(open("examples/seed-dualstack.yaml"))
+    d["lab"] = "routed6"
+    d["bridge"]["nat6"] = False
+    d["ports"] = [{"host_port": 8080, "to": "container1:80", "host_ip": "::1"},
+                  {"host_port": 5353, "to": "container2:53", "protocol": "udp"}]
+    return d
+
+
+CASES = {"seed": lambda: copy.deepcopy(SEED), "loopback_udp": variant_loopback_udp, "no_ports": variant_no_ports,
+         "dualstack": example("seed-dualstack"), "dualstack_routed": variant_dualstack_routed,
+         "multi_network": example("multi-network"), "routers": example("routers")}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

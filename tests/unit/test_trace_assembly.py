@@ -8,8 +8,10 @@ from orchestrator.probes.points import nf_hook
 from orchestrator.probes.events import K_DROP, K_NF, K_TC, Assembler, Event
 
 
-def a(s: str) -> int:
-    return struct.unpack("<I", socket.inet_aton(s))[0]
+def a(s: str) -> list[int]:
+    if ":" in s:
+        return list(struct.unpack("<4I", socket.inet_pton(socket.AF_INET6, s)))
+    return [struct.unpack("<I", socket.inet_aton(s))[0], 0, 0, 0]
 
 
 NAMES = {(1, 2): ("container1", "eth1"), (2, 4): ("host", "veth1"), (2, 3): ("host", "br0"),
@@ -25,7 +27,11 @@ def ev(ts, kind, cookie, ifindex, point, src=None, dst=None, ipid=7, hash_=0xABC
               reason=reason)
     if src:
         e.has_tuple = 1
-        e.t.saddr, e.t.daddr, e.t.proto, e.t.ipid, e.t.tot_len, e.t.flags = a(src), a(dst), 1, ipid, 84, 8
+        v6 = ":" in src
+        e.t.saddr[:], e.t.daddr[:] = a(src), a(dst)
+        e.t.ipid, e.t.tot_len = ipid, 84
+        e.t.proto, e.t.flags = (58, 128) if v6 else (1, 8)   # echo requests
+        e.t.family = 6 if v6 else 4
         e.t.sport = 99
     return e
 
@@ -63,6 +69,37 @@ def test_masquerade_rewrite_is_shown_at_the_snat_hop_with_or_without_nf_tuples()
         assert d["path"] == "forwarded" and d["hops"][1]["delta_us"] == 1.0
 
 
+def test_nat66_rewrite_and_ipv6_rendering():
+    c1, gw = ("fd00:172:168:1::11", "2001:db8::2"), ("fd00:192:168::10", "2001:db8::2")
+    asm = Assembler(names, ports={"veth1"})
+    for e in (ev(1000, K_TC, 1, 2, 1, *c1), ev(2000, K_TC, 2, 4, 0, *c1),
+              ev(5000, K_NF, 2, 5, 7, *c1, skb=0x10),            # postrouting, before SNAT
+              ev(5500, K_NF, 2, 5, 8, skb=0x10),                 # snat, no tuple: inferred
+              ev(6000, K_TC, 2, 5, 1, *gw), ev(7000, K_TC, 3, 2, 0, *gw)):
+        asm.feed(e)
+    (pk,) = asm.finished(None, everything=True)
+    d = pk.as_dict()
+    assert d["tuple"]["family"] == "ipv6" and "ip_id" not in d["tuple"]
+    assert d["tuple"]["icmp"] == "echo-request" and d["tuple"]["src"] == "fd00:172:168:1::11"
+    snat = next(h for h in d["hops"] if h["hook"] == "snat")
+    assert snat["rewrite"] == "source fd00:172:168:1::11 → fd00:192:168::10"
+    assert events.render(pk, 1).startswith("#1 icmpv6 fd00:172:168:1::11 → 2001:db8::2 echo-request")
+    t = events.Tuple()
+    t.saddr[:], t.daddr[:] = a("fd00::1"), a("fd00::2")
+    t.proto, t.sport, t.dport, t.family = 6, 40000, 80, 6
+    assert events._ep(events.tuple_dict(t), "dst", "dport") == "[fd00::2]:80"
+
+
+def test_set_filter_takes_either_family():
+    from orchestrator.probes.loader import TraceFilter
+    flt = TraceFilter()
+    events.set_filter(flt, "172.168.1.11")
+    events.set_filter(flt, "fd00:172:168:1::/64")
+    assert flt.mask == 0xFFFFFFFF and str(flt.net6) == "fd00:172:168:1::/64"
+    words, masks = events.parse_net6("fd00:172:168:1::/64")
+    assert masks == [0xFFFFFFFF, 0xFFFFFFFF, 0, 0] and words[0] == struct.unpack("<I", bytes.fromhex("fd000172"))[0]
+
+
 def test_drop_joins_the_packet_it_belongs_to():
     asm = Assembler(names, ports=set(), reason_names={5: "NETFILTER_DROP"}, symbolize=lambda x: "nft_do_chain+0x1")
     for e in masqueraded_request(True)[:4]:
@@ -94,3 +131,9 @@ def test_btf_offsets_of_the_running_kernel():
     assert size == 4 and 0 < off < 512
     assert b.member("nf_hook_state", "hook") == (0, 1)
     assert "SKB_DROP_REASON_NETFILTER_DROP" in b.enum("skb_drop_reason")
+
+
+def test_neighbour_discovery_is_never_a_drop():
+    from orchestrator.probes.reasons import is_loss
+    assert not is_loss("IPV6_NDISC_NS_OTHERHOST") and not is_loss("IPV6_NDISC_HOP_LIMIT")
+    assert is_loss("IPV6DISABLED") and is_loss("NETFILTER_DROP") and not is_loss("NO_SOCKET")

@@ -63,7 +63,8 @@ def explain(spec: Spec, d: Desired, flow: Flow, up: str) -> dict:
 
 def run(spec: Spec, d: Desired, args, up: str = "bridgelab up") -> int:
     try:
-        flow = resolve(spec, d, args.src, args.dst, args.port, args.proto, source_for=_source_for)
+        flow = resolve(spec, d, args.src, args.dst, args.port, args.proto, source_for=_source_for,
+                       version=getattr(args, "ip_version", None))
     except InputError as e:
         print(f"bridgelab explain: {e}", file=sys.stderr)
         return EXIT_INPUT

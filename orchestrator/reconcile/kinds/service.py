@@ -24,7 +24,8 @@ class ServiceKind(Kind):
             rec = eng.st.services.get(s.name)
             here = s.ns is None or s.ns in present
             if here and services.alive(rec, s.ns):
-                out[s.name] = "running"
+                # the same command: one the file changed is started anew (a reload, an `up`)
+                out[s.name] = "running" if tuple(rec.get("argv", s.argv)) == s.argv else "changed"
                 continue
             found = services.tagged(eng.d.lab) if found is None else found
             adopt = next((r for r in found.get(s.name, []) if here and services.alive({**r, "ns": s.ns}, s.ns)), None)
@@ -59,6 +60,7 @@ class ServiceKind(Kind):
         for r in ([old] if old else []) + services.tagged(eng.d.lab).get(s.name, []):
             services.stop(r)
         rec = services.start(eng.d.lab, s)
+        rec["argv"] = list(s.argv)
         await services.settle(eng.d.lab, s, rec)
         # recorded once it serves (a kill -9 before this still finds it by its tag, see observe)
         eng.st.services[s.name] = rec
