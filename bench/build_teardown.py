@@ -53,13 +53,26 @@ def live_namespaces() -> int:
 BASELINE = live_namespaces()
 
 
-def settle(timeout: float = 60.0) -> None:
+def settle(timeout: float = 20.0, quiet: float = 0.6) -> float:
     """Deleting namespaces returns at once; the kernel destroys them afterwards in a workqueue.
-    Wait until it has, so one run's cleanup is not billed to the next."""
-    deadline = time.monotonic() + timeout
-    while live_namespaces() > BASELINE and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
+    Wait until it has, so one run's cleanup is not billed to the next: until the count of live
+    namespaces is back at the start, or has stopped falling for QUIET seconds (the slab count
+    need not return to its start value: another lab on the machine, or a namespace pinned by a
+    process we do not own, keeps it above for good — the old wait spent its full 60 s then).
+    Returns the seconds waited."""
+    t0 = last_change = time.monotonic()
+    last = live_namespaces()
+    while time.monotonic() - t0 < timeout:
+        now = live_namespaces()
+        if now <= BASELINE:
+            break
+        if now < last:
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= quiet:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return time.monotonic() - t0
 
 
 def timed(fn) -> float:

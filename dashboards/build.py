@@ -32,7 +32,15 @@ def panel(title, expr, unit, kind="timeseries", legend="", desc="", w=12, h=8, e
     return p
 
 
-def dashboard(uid, title, panels, node_var=False):
+def variable(name: str, label: str, metric: str = "bridgelab_datapath_packets_total") -> dict:
+    """A multi-value query variable over one label of METRIC (All by default)."""
+    q = f"label_values({metric}{{{I}}}, {name})"
+    return {"name": name, "label": label, "type": "query", "datasource": DS, "query": {"query": q, "refId": name},
+            "definition": q, "multi": True, "includeAll": True, "allValue": ".*",
+            "current": {"text": "All", "value": "$__all"}, "refresh": 2}
+
+
+def dashboard(uid, title, panels, variables_extra=()):
     x = y = 0
     for i, p in enumerate(panels):
         g = p["gridPos"]
@@ -49,12 +57,7 @@ def dashboard(uid, title, panels, node_var=False):
          "definition": "label_values(bridgelab_build_info, instance)", "multi": True, "includeAll": True,
          "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "refresh": 2},
     ]
-    if node_var:
-        variables.append({"name": "node", "label": "node", "type": "query", "datasource": DS,
-                          "query": {"query": f"label_values(bridgelab_datapath_packets_total{{{I}}}, node)", "refId": "node"},
-                          "definition": f"label_values(bridgelab_datapath_packets_total{{{I}}}, node)",
-                          "multi": True, "includeAll": True, "allValue": ".*",
-                          "current": {"text": "All", "value": "$__all"}, "refresh": 2})
+    variables += list(variables_extra)
     return {
         "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus",
                       "pluginName": "Prometheus"}],
@@ -83,41 +86,82 @@ OVERVIEW = dashboard("bridgelab-overview", "bridgelab / Overview", [
           desc="Lab packets the kernel dropped; open the Drops dashboard for where"),
     panel("Throughput per node", rate("bridgelab_datapath_bytes_total", "node", 'hook=~"tc_egress"') + " * 8", "bps",
           legend="{{node}}", desc="Bits per second sent out of each node's lab interfaces (tc egress)"),
+    panel("Throughput per network", rate("bridgelab_datapath_bytes_total", "network, family",
+                                         'hook="tc_egress",network!=""') + " * 8", "bps",
+          legend="{{network}} {{family}}", desc="Bits per second on each topology network, by address family"),
     panel("Drift detected", rate("bridgelab_drift_detected_total", "kind"), "ops", legend="{{kind}}",
           desc="Differences from the topology noticed, per second"),
     panel("Event-stream resyncs", rate("bridgelab_event_stream_resyncs_total", "reason", fn="increase"), "short",
           legend="{{reason}}", desc="Full re-observations: periodic, after lost netlink events, after resubscribing"),
 ])
 
+# the datapath's selection: node, the topology network an interface is on (empty: the uplink and
+# the host's other devices), the address family
+SEL = 'node=~"$node",network=~"$network",family=~"$family"'
+
+EXPECT = dashboard("bridgelab-expectations", "bridgelab / Expectations", [
+    panel("Expectations failing", f"count by (instance) (bridgelab_expectation_ok{{{I}}} == 0) or "
+          f"sum by (instance) (bridgelab_expectation_ok{{{I}}}) * 0", "short", "stat", "{{instance}}",
+          "Declared flows (expect:) that do not behave as the topology says, now", w=6),
+    panel("Expectations holding", f"sum by (instance) (bridgelab_expectation_ok{{{I}}})", "short", "stat",
+          "{{instance}}", w=6),
+    panel("Checks by result", rate("bridgelab_expectation_checks_total", "result"), "ops", legend="{{result}}",
+          desc="healing: failed while the daemon was repairing the lab (checked again after)", w=12),
+    panel("Expectations, failing first",
+          f"sort(max by (instance, expectation) (bridgelab_expectation_ok{{{I}}}))", "bool_yes_no", "table",
+          desc="1 holds, 0 fails; the cause and fix of each failing one are in the next table and in the log "
+               "event `expectation violated`", w=12),
+    panel("Why they fail (explain)", f"max by (instance, expectation, cause, verdict, fix) "
+          f"(bridgelab_expectation_failing_info{{{I}}}) or max by (instance) (bridgelab_build_info{{{I}}}) * 0",
+          "short", "table", desc="explain's verdict and fix for each failing expectation (empty: all hold)", w=12),
+    panel("Probe time (p50, p99)", [
+        (f"histogram_quantile(0.5, sum(rate(bridgelab_expectation_probe_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p50"),
+        (f"histogram_quantile(0.99, sum(rate(bridgelab_expectation_probe_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p99")],
+          "s", desc="One expectation's probe (an echo, a connect, a request)"),
+    panel("Check traffic", rate("bridgelab_expectation_probe_packets_total", "instance"), "pps", legend="{{instance}}",
+          desc="Packets the checks send (counted in the datapath panels too)"),
+])
+
 DATAPATH = dashboard("bridgelab-datapath", "bridgelab / Datapath", [
-    panel("Packets per hook along the path", rate("bridgelab_datapath_packets_total", "hook", 'node=~"$node"'), "pps",
+    panel("Packets per hook along the path", rate("bridgelab_datapath_packets_total", "hook", SEL), "pps",
           legend="{{hook}}", desc="tc ingress/egress at devices; prerouting → dnat → forward → postrouting → snat "
                                   "at netfilter hooks", w=24),
+    panel("Traffic per network", rate("bridgelab_datapath_bytes_total", "network", SEL + ',hook="tc_egress"') + " * 8",
+          "bps", legend="{{network}}", desc="Bits per second sent out of interfaces on each topology network "
+                                          "(network=\"\": the uplink and devices on no network)"),
+    panel("Packets by family", rate("bridgelab_datapath_packets_total", "family", SEL + ',hook=~"tc_.*"'), "pps",
+          legend="{{family}}", desc="IPv4 beside IPv6 (a dual-stack lab); non-IP frames (ARP) have family=\"\""),
     panel("Packets per interface and direction", rate("bridgelab_datapath_packets_total", "node, interface, direction",
-                                                      'node=~"$node",hook=~"tc_.*"'), "pps",
+                                                      SEL + ',hook=~"tc_.*"'), "pps",
           legend="{{node}} {{interface}} {{direction}}"),
     panel("Bytes per interface and direction", rate("bridgelab_datapath_bytes_total", "node, interface, direction",
-                                                    'node=~"$node",hook=~"tc_.*"') + " * 8", "bps",
+                                                    SEL + ',hook=~"tc_.*"') + " * 8", "bps",
           legend="{{node}} {{interface}} {{direction}}"),
-    panel("Bridged vs forwarded", rate("bridgelab_datapath_packets_total", "hook", 'node=~"$node",hook=~"forward|bridge_forward"'),
-          "pps", legend="{{hook}}", desc="forward: routed by the host (to or from the uplink); bridge_forward: switched "
-                                         "between containers (br_netfilter)"),
-    panel("NAT translations", rate("bridgelab_nat_translations_total", "node, rewrite"), "pps",
-          legend="{{node}} {{rewrite}}", desc="Packets whose source (SNAT/MASQUERADE, replies to DNAT) or destination "
-                                              "(DNAT, replies to MASQUERADE) was rewritten. Empty when the nf probe is "
-                                              "degraded (lockdown=confidentiality)."),
-    panel("Packets by protocol", rate("bridgelab_datapath_packets_total", "protocol", 'node=~"$node",hook=~"tc_.*"'),
-          "pps", legend="{{protocol}}"),
-], node_var=True)
+    panel("Bridged vs forwarded", rate("bridgelab_datapath_packets_total", "hook, family",
+                                       SEL + ',hook=~"forward|bridge_forward"'),
+          "pps", legend="{{hook}} {{family}}", desc="forward: routed by a node (the host, a router); bridge_forward: "
+                                                    "switched between containers (br_netfilter)"),
+    panel("NAT translations", rate("bridgelab_nat_translations_total", "node, rewrite, family", 'node=~"$node",family=~"$family"'),
+          "pps", legend="{{node}} {{rewrite}} {{family}}",
+          desc="Packets whose source (SNAT/MASQUERADE, NAT66; replies to DNAT) or destination (DNAT, replies to "
+               "MASQUERADE) was rewritten. Empty when the nf probe is degraded (lockdown=confidentiality)."),
+    panel("Packets by protocol", rate("bridgelab_datapath_packets_total", "protocol", SEL + ',hook=~"tc_.*"'),
+          "pps", legend="{{protocol}}", desc="ndp: IPv6 neighbour discovery (ICMPv6 133-137), apart from icmpv6"),
+], variables_extra=(variable("node", "node"), variable("network", "network"), variable("family", "family")))
 
 DROPS = dashboard("bridgelab-drops", "bridgelab / Drops", [
     panel("Drops by reason", rate("bridgelab_drops_total", "reason"), "pps", legend="{{reason}}",
           desc="The kernel's own drop reason (skb:kfree_skb), for packets the probes saw in the lab", w=24),
     panel("Drops by node and hook", rate("bridgelab_drops_total", "node, hook"), "pps", legend="{{node}} {{hook}}",
           desc="Where the packet was last seen before the kernel dropped it"),
+    panel("Drops by family", rate("bridgelab_drops_total", "family"), "pps", legend="{{family}}",
+          desc="IPv4 and IPv6 drops apart"),
+    panel("Freed after delivery", rate("bridgelab_delivered_frees_total", "node, reason"), "pps",
+          legend="{{node}} {{reason}}", desc="Not drops: packets a node took in, then let go (NO_SOCKET after a ping "
+                                             "reply, OTHERHOST and MCAST_NOT_JOINED for copies a bridge flooded)"),
     panel("Drops outside the lab", f"sum(rate(bridgelab_drops_outside_lab_total{{{I}}}[$__rate_interval])) by (instance)",
           "pps", legend="{{instance}}", desc="Drops on the host of packets the probes never saw"),
-    panel("Top drops in range", f"topk(10, sum(increase(bridgelab_drops_total{{{I}}}[$__range])) by (node, hook, reason))",
+    panel("Top drops in range", f"topk(10, sum(increase(bridgelab_drops_total{{{I}}}[$__range])) by (node, hook, reason, family))",
           "short", "table", desc="Then: bridgelab trace --node NODE to see the path, hop by hop", w=24),
 ])
 
@@ -144,7 +188,7 @@ PROBES = dashboard("bridgelab-probes", "bridgelab / Probe health", [
           desc="How long Prometheus takes to scrape the daemon"),
 ])
 
-DASHBOARDS = {"overview.json": OVERVIEW, "datapath.json": DATAPATH, "drops.json": DROPS, "probes.json": PROBES}
+DASHBOARDS = {"overview.json": OVERVIEW, "expectations.json": EXPECT, "datapath.json": DATAPATH, "drops.json": DROPS, "probes.json": PROBES}
 
 if __name__ == "__main__":
     for name, d in DASHBOARDS.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 
 import nftables
 
@@ -23,6 +24,10 @@ class NftError(RuntimeError):
 
 
 _contexts: dict[str | None, tuple[int, nftables.Nftables]] = {}
+# libnftables contexts are not thread-safe, and the daemon reads the table from threads beside
+# its own loop (the checks' static explain): two commands on one context at once corrupted
+# libnftables' heap ("double free or corruption", the daemon aborted). One command at a time.
+_lock = threading.Lock()
 
 
 def _ctx(ns: str | None) -> nftables.Nftables:
@@ -37,11 +42,12 @@ def _ctx(ns: str | None) -> nftables.Nftables:
 
 
 def run(ns: str | None, cmd: str, json_output: bool = False, handles: bool = False) -> str:
-    ctx = _ctx(ns)
-    ctx.set_json_output(json_output)
-    ctx.set_handle_output(handles)
-    with netns.entered(ns):  # the context may open its netlink socket per command
-        rc, out, err = ctx.cmd(cmd)
+    with _lock:
+        ctx = _ctx(ns)
+        ctx.set_json_output(json_output)
+        ctx.set_handle_output(handles)
+        with netns.entered(ns):  # the context may open its netlink socket per command
+            rc, out, err = ctx.cmd(cmd)
     if rc != 0:
         raise NftError(err.strip() or f"nft failed ({rc})")
     return out

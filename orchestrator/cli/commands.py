@@ -136,15 +136,18 @@ def cmd_run(args, spec: Spec) -> int:
         raise InputError("--resync must be positive")
     if args.flap_heals < 2:
         raise InputError("--flap-heals must be at least 2")
+    if args.check_interval < 0 or 0 < args.check_interval < 1:
+        raise InputError("--check-interval must be 0 (never) or at least 1 second")
     addr = parse_metrics_addr(args.metrics_addr)
     if addr is not None:
         check_bindable(*addr)  # a port in use is bad input, found before the lab is touched
     opts = Options(heal=not args.no_heal, resync=args.resync, down_on_exit=args.down_on_exit,
                    flap_heals=args.flap_heals, probes=not args.no_probes, bpf_stats=args.bpf_stats,
                    metrics_addr=None if addr is None else f"[{addr[0]}]:{addr[1]}" if ":" in addr[0]
-                   else f"{addr[0]}:{addr[1]}", topology=args.file)
+                   else f"{addr[0]}:{addr[1]}", topology=args.file,
+                   check_interval=args.check_interval)
     with LabLock(spec.lab, "daemon"):
-        return run(plan.desired(spec, mode), spec.source, opts)
+        return run(plan.desired(spec, mode), spec.source, opts, spec)
 
 
 def cmd_down(args, spec: Spec) -> int:
@@ -265,6 +268,40 @@ def cmd_explain(args, spec: Spec) -> int:
     return explain.run(spec, desired, args, up_hint(args))
 
 
+def cmd_check(args, spec: Spec) -> int:
+    from ..diagnose import check as chk
+    from ..diagnose.check import matrix as mx
+    from ..diagnose.check import render as rd
+    from ..diagnose.trace import missing_namespace
+
+    desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
+    gone = missing_namespace(desired)
+    if gone:
+        print(f"bridgelab check: lab {spec.lab} is not up (no namespace {gone}); run '{up_hint(args)}'", file=sys.stderr)
+        return EXIT_NOT_UP
+    if args.matrix:
+        m = mx.matrix(spec, desired)
+        print(json.dumps(m, indent=1) if args.json else mx.render(m, color_enabled()))
+        return EXIT_OK
+    if not spec.expect:
+        raise InputError(f"{spec.source} declares no expectations: add an expect: list (or use --matrix)")
+    t0 = time.monotonic()
+    results = chk.check(spec, desired)
+    for r in results:
+        if not r.holds:
+            chk.why(spec, desired, r, up_hint(args), live=not args.quick)
+    took = time.monotonic() - t0
+    if args.junit:
+        with open(args.junit, "wb") as f:
+            f.write(rd.junit(spec.lab, results, took))
+    if args.json:
+        print(json.dumps({"lab": spec.lab, "seconds": round(took, 3), "results": [r.as_dict() for r in results]},
+                         indent=1))
+    else:
+        print(rd.table(spec.lab, results, color_enabled()))
+    return EXIT_FAIL if any(r.status == "failed" for r in results) else EXIT_OK
+
+
 def cmd_drops(args, spec: Spec) -> int:
     from ..diagnose import drops
 
@@ -302,5 +339,5 @@ def _graphviz(text: str) -> str:
 
 COMMANDS = {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace,
             "explain": cmd_explain, "drops": cmd_drops, "status": cmd_status, "validate": cmd_validate,
-            "exec": cmd_exec, "graph": cmd_graph, "ls": cmd_ls, "logs": cmd_logs}
+            "exec": cmd_exec, "graph": cmd_graph, "ls": cmd_ls, "logs": cmd_logs, "check": cmd_check}
 EXIT_CODES = (EXIT_OK, EXIT_FAIL, EXIT_INPUT)

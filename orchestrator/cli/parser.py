@@ -80,6 +80,12 @@ COMMANDS: list[tuple[str, str, str, tuple[str, ...]]] = [
      "and its fix. Exit 0 the flow works, 1 it does not, 2 bad input.",
      ("bridgelab explain container1 gateway", "bridgelab explain client host:8888",
       "bridgelab explain container1 container2:5353 --proto udp", "bridgelab explain -6 container1 internet")),
+    ("check", "the topology's expectations (expect:), each probed once",
+     "Runs every expectation of the topology once, in parallel, and prints a table; for each that\n"
+     "fails, explain's verdict and fix. --junit writes JUnit XML for a CI job; --matrix probes every\n"
+     "pair of nodes (ICMP) and every published port instead. Exit 0 all hold, 1 one fails, 2 bad\n"
+     "input, 4 the lab is not up.",
+     ("bridgelab check", "bridgelab check -f lab.yaml --junit check.xml", "bridgelab check --matrix")),
     ("drops", "top drop reasons, hooks and nodes the daemon's probes saw",
      "From the daemon's drops.jsonl: the top reasons, hooks and nodes, each with a sample tuple.",
      ("bridgelab drops", "bridgelab drops --since 1h --json")),
@@ -109,6 +115,8 @@ def _run_options(sp) -> None:
     sp.add_argument("--no-probes", action="store_true", help="run without the eBPF probes")
     sp.add_argument("--bpf-stats", action="store_true",
                     help="have the kernel count the probes' run time (bridgelab_probe_run_seconds_total)")
+    sp.add_argument("--check-interval", type=float, default=10.0, metavar="SECONDS",
+                    help="check the topology's expectations this often, jittered (default 10; 0: never)")
 
 
 def _trace_options(sp) -> None:
@@ -167,6 +175,12 @@ def _options(name: str, sp) -> None:
                          help="a node named as DST by its IPv4 address (the default)")
         fam.add_argument("-6", dest="ip_version", action="store_const", const=6,
                          help="a node named as DST by its IPv6 address (dual-stack labs)")
+    if name == "check":
+        _common(sp)
+        sp.add_argument("--junit", metavar="FILE", help="also write the results as JUnit XML to FILE")
+        sp.add_argument("--matrix", action="store_true", help="every node to every node and published port")
+        sp.add_argument("--quick", action="store_true",
+                        help="explain failures from the static checks only (no eBPF trace of the failing flow)")
     if name == "drops":
         sp.add_argument("--since", default="10m", help="how far back: 30s, 10m, 2h (default 10m)")
     if name == "graph":

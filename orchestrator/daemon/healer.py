@@ -30,6 +30,7 @@ class Healer:
         self.passes = 0
         self.after_pass: list[Callable[[Result], None]] = []  # e.g. re-sync the probes
         self.busy = False  # a pass is running (expectations wait for it, issue #17)
+        self.observed: set[tuple] = set()   # --no-heal: drifts already reported, each said once
         self._cause = ""
         engine.on_phase = self._phase_done
 
@@ -72,7 +73,7 @@ class Healer:
         finally:
             self.busy = False
         self.passes += 1
-        self._account(res, "; ".join(p.causes) or "event", p.first)
+        self._account(res, "; ".join(p.causes) or "event", p.first, p.only)
         for hook in self.after_pass:
             hook(res)
         return res
@@ -112,9 +113,14 @@ class Healer:
         log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=self._cause, action=a.verb,
                  detail=a.detail, outcome=outcome)
 
-    def _account(self, res: Result, cause: str, first: float | None) -> None:
-        if not self.heal:  # nothing was applied: each drift is only observed
-            for a in res.actions:
+    def _account(self, res: Result, cause: str, first: float | None, only=None) -> None:
+        if not self.heal:  # nothing was applied: each drift is only observed, and said once
+            key = lambda a: (a.ns, a.resource, a.verb, a.detail)  # noqa: E731
+            fresh = [a for a in res.actions if key(a) not in self.observed]
+            # a pass over some namespaces only says nothing about the others' drift
+            kept = {k for k in self.observed if only is not None and k[0] not in only}
+            self.observed = kept | {key(a) for a in res.actions}
+            for a in fresh:
                 self.metrics.drift.labels(a.metric).inc()
                 self.metrics.heal_actions.labels(a.metric, "observed").inc()
                 log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=cause, action=a.verb,

@@ -122,6 +122,21 @@ class Metrics:
             self.resyncs.labels(reason)
         for res in ("clean", "healed", "failed", "drift"):
             self.passes.labels(res)
+        # expectations (issue #17): one series per declared expectation, bounded by the topology
+        self.expect_ok = Gauge("bridgelab_expectation_ok", "1 while the expectation holds, 0 while it fails",
+                               ["expectation"], registry=r)
+        self.expect_checks = Counter("bridgelab_expectation_checks_total", "Checks of each expectation by result: "
+                                     "ok, failed, healing (failed while the daemon repairs the lab), skipped",
+                                     ["expectation", "result"], registry=r)
+        self.expect_seconds = Histogram("bridgelab_expectation_probe_seconds", "How long one expectation's probe took",
+                                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+                                        registry=r)
+        self.expect_failing = Gauge("bridgelab_expectation_failing_info", "1 for each failing expectation, with "
+                                    "explain's cause, verdict and fix", ["expectation", "cause", "verdict", "fix"],
+                                    registry=r)
+        self.expect_packets = Counter("bridgelab_expectation_probe_packets_total",
+                                      "Packets the checks' probes sent (they are in the datapath counters too)",
+                                      registry=r)
         self.refused = Counter("bridgelab_metrics_connections_refused_total",
                                f"Scrape connections turned away: {MAX_CONNECTIONS} were being served", registry=r)
         self.server = None

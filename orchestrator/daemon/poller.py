@@ -16,12 +16,27 @@ LOG_TICKS = 50  # polls between looks at the services' log sizes (50 x 20 ms: a 
 
 
 class Poller:
-    def __init__(self, engine: Engine, doorbells: Doorbells, metrics: Metrics, ring: Callable, every: float):
+    def __init__(self, engine: Engine, doorbells: Doorbells, metrics: Metrics, ring: Callable, every: float,
+                 heal: bool = True):
         self.engine = engine
         self.doorbells = doorbells
         self.metrics = metrics
-        self.ring = ring
+        self._ring = ring
         self.every = every
+        # --no-heal: what is wrong stays wrong, and ringing about it every 20 ms made a pass
+        # (and a "drift" log line) every tick; ring once per drift instead. When healing, every
+        # sighting rings: a value undone again between two ticks looks the same as before.
+        self.once = not heal
+        self.rung: set[tuple] = set()
+        self.now: set[tuple] = set()
+
+    def ring(self, cause: str, ns: str | None = None, scope: str = "all") -> None:
+        key = (cause, ns)
+        self.now.add(key)
+        if self.once and key in self.rung:
+            return
+        self.rung.add(key)
+        self._ring(cause, ns, scope=scope)
 
     async def run(self) -> None:
         while True:
@@ -32,6 +47,13 @@ class Poller:
                 self.ring(f"poll: {e}", scope="all")
 
     def poll_once(self) -> None:
+        self.now = set()
+        try:
+            self._poll()
+        finally:
+            self.rung &= self.now   # a drift gone is rung about again if it comes back
+
+    def _poll(self) -> None:
         d = self.engine.d
         self.ticks = getattr(self, "ticks", 0) + 1
         if self.ticks % LOG_TICKS == 0:  # a stat of each service log, once a second

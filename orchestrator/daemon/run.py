@@ -27,7 +27,9 @@ import structlog
 from .. import logs
 from ..lab.naming import lab_dir, lab_file
 from ..lab.resources import Desired
+from ..lab.spec import Spec
 from ..reconcile.engine import Engine
+from .checker import Checker, explain_argv
 from .doorbells import Doorbells
 from .drop_reporter import DropReporter
 from .healer import Healer
@@ -53,21 +55,29 @@ class Options:
     bpf_stats: bool = False  # count probe run time (a kernel-wide switch, held while we run)
     drop_log_interval: float = 2.0
     topology: str | None = None  # the file SIGHUP re-reads (None: the embedded seed lab)
+    check_interval: float = 10.0  # the expectations (issue #17), jittered ±10%; 0: never
 
 
 class Daemon:
-    def __init__(self, desired: Desired, source: str, opts: Options):
+    def __init__(self, desired: Desired, source: str, opts: Options, spec: Spec | None = None):
         self.opts = opts
+        self.spec = spec
         self.engine = Engine(desired, source)
         self.metrics = Metrics(desired.lab, desired.mode)
         self.notifier = Notifier()
         self.healer = Healer(self.engine, self.metrics, opts.heal, opts.flap_heals, opts.debounce)
         self.ring = self.healer.ring
         self.doorbells = Doorbells(desired, self.ring)
-        self.poller = Poller(self.engine, self.doorbells, self.metrics, self.ring, opts.poll)
+        self.poller = Poller(self.engine, self.doorbells, self.metrics, self.ring, opts.poll, opts.heal)
         self.probes = ProbeSupervisor(desired, self.metrics, opts.bpf_stats)
         self.healer.after_pass.append(self.probes.after_pass)
         self.drops = DropReporter(desired.lab, lambda: self.probes.collector, opts.drop_log_interval)
+        self.checker = None
+        if spec is not None and spec.expect and opts.check_interval > 0:
+            self.checker = Checker(lambda: self.spec, lambda: self.engine.d, self.healer, self.metrics,
+                                   opts.check_interval,
+                                   lambda: explain_argv(opts.topology, desired.mode == "host"))
+            self.healer.after_pass.append(self.checker.after_pass)
         self.metrics_port: int | None = None
 
     @property
@@ -106,6 +116,8 @@ class Daemon:
         ]
         if self.opts.probes:
             tasks.append(("probes", self.probes.start()))
+        if self.checker is not None:
+            tasks.append(("checks", self.checker.run()))
         return tasks
 
     # ---------------------------------------------------------------- lifecycle
@@ -181,6 +193,9 @@ class Daemon:
         self.engine.source = spec.source
         self.doorbells.d = new
         self.probes.retarget(new)
+        self.spec = spec
+        if self.checker is not None:
+            self.checker.retarget()
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", source=spec.source)
         self.ring("topology reloaded")
@@ -211,5 +226,5 @@ class Daemon:
             log.info("stopped; the lab stays up (data plane does not depend on the daemon)")
 
 
-def run(desired: Desired, source: str, opts: Options) -> int:
-    return asyncio.run(Daemon(desired, source, opts).run())
+def run(desired: Desired, source: str, opts: Options, spec: Spec | None = None) -> int:
+    return asyncio.run(Daemon(desired, source, opts, spec).run())

@@ -319,9 +319,9 @@ def test_counts_stay_exact_across_a_heal_in_both_counter_stores(lab, fast_bits):
 
         def counts():
             s = col.samples()
-            return (s["packets"].get(("host", "veth1", "tc_ingress", "ingress", "icmp"), 0),
-                    s["packets"].get(("host", "ens33", "forward", "through", "ipv4"), 0),
-                    s["nat"].get(("host", "source"), 0))
+            return (s["packets"].get(("host", "veth1", "tc_ingress", "ingress", "icmp", "ipv4"), 0),
+                    s["packets"].get(("host", "ens33", "forward", "through", "ipv4", "ipv4"), 0),
+                    s["nat"].get(("host", "source", "ipv4"), 0))
         assert lab.ping("container1", "192.168.0.2", count=3)
         assert counts() == (3, 3, 3 if p.read_packet else 0)
         cookie = links.netns_cookie(lab.ns("host"))

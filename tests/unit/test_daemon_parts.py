@@ -214,3 +214,45 @@ def test_a_foreign_drop_forward_chain_is_a_gate_with_our_accepts_counted():
 
 def test_an_accepting_forward_chain_is_no_gate():
     assert forward.observe("ns", "x", {"bridgelab_x"}, ruleset=_ruleset("accept", 0)) == []
+
+
+# ---------------------------------------------------------------- expectations (issue #17)
+
+def test_a_failure_during_a_heal_is_healing_then_a_violation_if_it_outlasts_it(monkeypatch):
+    import asyncio as aio
+
+    from orchestrator.daemon import checker as ck
+    from orchestrator.daemon.metrics import Metrics
+    from orchestrator.diagnose import check as chk
+    from orchestrator.lab import spec as specmod
+
+    s = specmod.load("examples/seed.yaml")
+    m = Metrics("seed", "sandbox")
+    healer = SimpleNamespace(busy=True, heal=True, dirty=aio.Event())
+    failing = {"c1-gateway"}
+
+    def fake_check(spec, d):
+        return [chk.Result(e.name, e.src, e.to, e.proto, e.result, "timeout" if e.name in failing else "replied",
+                           e.name not in failing, 0.001, 1) for e in spec.expect]
+    monkeypatch.setattr(chk, "check", fake_check)
+    monkeypatch.setattr(chk, "static_cause", lambda *a: {"cause": "ip_forward", "verdict": "v", "fix": "f"})
+    clock = [100.0]
+    monkeypatch.setattr(ck.time, "monotonic", lambda: clock[0])
+
+    async def go():
+        c = ck.Checker(lambda: s, lambda: None, healer, m, 10.0, lambda: ["true"])
+        monkeypatch.setattr(ck.chk, "flow_of", lambda *a: None)
+        await c.round()
+        val = lambda name, res: m.registry.get_sample_value(  # noqa: E731
+            "bridgelab_expectation_checks_total", {"expectation": name, "result": res})
+        assert val("c1-gateway", "healing") == 1 and val("c1-gateway", "failed") == 0
+        assert m.registry.get_sample_value("bridgelab_expectation_ok", {"expectation": "c1-c2"}) == 1
+        clock[0] += 25   # the repair still not done two intervals later: a violation
+        await c.round()
+        assert val("c1-gateway", "failed") == 1
+        assert m.registry.get_sample_value("bridgelab_expectation_ok", {"expectation": "c1-gateway"}) == 0
+        healer.busy, healer.heal = False, False
+        failing.clear()
+        await c.round()
+        assert m.registry.get_sample_value("bridgelab_expectation_ok", {"expectation": "c1-gateway"}) == 1
+    aio.run(go())

@@ -129,6 +129,8 @@ async def static(flow: Flow, spec: Spec, d: Desired, up: str) -> list[Finding]:
     order = on_path(flow, d)
     fwd, back = design(spec, d, flow)
     devs = path_devices(d, fwd, back)
+    for ns, _dev in devs:   # a bridged flow crosses the host's bridge and ports without being routed there
+        order.setdefault(ns, 1)
     eng = Engine(d, "explain")
     try:
         res = await eng.reconcile(dry_run=True)

@@ -16,8 +16,10 @@ from ..naming import LAB_RE, LAB_RULE
 from ..yamlload import LoadProblem, parse_yaml, read_file
 from . import checks
 from .containers import NODE_RE, RESERVED_NODES, Names, containers
+from .expect import expectations as parse_expectations
+from .expect import nodes_of
 from .links import links as parse_links
-from .model import (DEFAULT_NETWORK, Attachment, Container, Link, LinkEnd, Netem, Network, Port, RouteSpec, Sandbox,
+from .model import (DEFAULT_NETWORK, Attachment, Container, Expectation, Link, LinkEnd, Netem, Network, Port, RouteSpec, Sandbox,
                     Service, Spec, Uplink)
 from .networks import networks as parse_networks
 from .networks import sandbox as parse_sandbox
@@ -27,7 +29,7 @@ from .problems import IFNAMSIZ, Collector, SpecError
 
 DEFAULT_SPEC_NAME = "seed.yaml"
 
-__all__ = ["DEFAULT_NETWORK", "Attachment", "Container", "IFNAMSIZ", "LAB_RE", "Link", "LinkEnd", "NODE_RE", "Netem", "Network", "Port",
+__all__ = ["DEFAULT_NETWORK", "Attachment", "Container", "Expectation", "IFNAMSIZ", "LAB_RE", "Link", "LinkEnd", "NODE_RE", "Netem", "Network", "Port",
            "RESERVED_NODES", "RouteSpec", "Sandbox", "Service", "Spec", "SpecError", "Uplink", "load", "parse",
            "validate"]
 
@@ -84,11 +86,13 @@ def validate(raw: Any, source: str) -> Spec:
     where = {x["name"]: f"containers[{i}]" for i, x in enumerate(raw_conts) if isinstance(x, dict)
              and isinstance(x.get("name"), str)}
     checks.routes(c, conts, nets, links, where)
+    expect = parse_expectations(c, top.get("expect", []), nodes_of(named))
     if c.problems:
         raise SpecError(source, c.problems)
     assert lab and up and sb
     return Spec(lab=lab, networks=tuple(nets), uplink=up, containers=tuple(conts), ports=tuple(ports), sandbox=sb,
-                links=tuple(links), source=source, warnings=tuple(_warnings(nets, source)), seed_form=seed_form)
+                links=tuple(links), source=source, warnings=tuple(_warnings(nets, source)), seed_form=seed_form,
+                expect=tuple(expect))
 
 
 def _warnings(nets: list[Network], source: str) -> list[str]:

@@ -132,6 +132,18 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """A flow the lab is meant to carry (result works) or to stop (blocked): `expect:`."""
+    name: str
+    src: str                 # a node
+    to: str                  # as written: what `explain` takes
+    proto: str               # icmp, tcp, udp
+    port: int | None
+    result: str              # works, blocked
+    where: str = ""          # expect[i], for messages
+
+
+@dataclass(frozen=True)
 class Port:
     host_port: int
     container: str
@@ -173,6 +185,7 @@ class Spec:
     source: str = "<embedded seed.yaml>"
     warnings: tuple[str, ...] = field(default=(), compare=False)
     seed_form: bool = field(default=False, compare=False)  # written with `bridge:` (one network)
+    expect: tuple[Expectation, ...] = ()
 
     def container(self, name: str) -> Container:
         for c in self.containers:

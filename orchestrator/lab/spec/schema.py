@@ -3,7 +3,7 @@ issues spell out are the user-facing contract: renaming one breaks every file th
 
 SCHEMA: dict[str, dict[str, int]] = {
     "": {"lab": 1, "bridge": 0, "networks": 0, "uplink": 1, "containers": 1, "links": 0, "ports": 0,
-         "sandbox": 0},
+         "sandbox": 0, "expect": 0},
     "bridge": {"name": 0, "subnet": 1, "gateway": 0, "subnet6": 0, "gateway6": 0, "nat6": 0, "mtu": 0},
     "networks[]": {"name": 1, "bridge": 0, "subnet": 0, "gateway": 0, "internal": 0, "mtu": 0, "subnet6": 0,
                    "gateway6": 0, "nat6": 0, "vni": 0},
@@ -16,5 +16,6 @@ SCHEMA: dict[str, dict[str, int]] = {
     "links[]": {"endpoints": 1, "addresses": 0, "addresses6": 0, "netem": 0, "mtu": 0},
     "netem": {"delay": 0, "jitter": 0, "loss": 0, "rate": 0, "corrupt": 0, "duplicate": 0, "at": 0},
     "ports[]": {"host_port": 1, "to": 1, "protocol": 0, "host_ip": 0},
+    "expect[]": {"name": 0, "from": 1, "to": 1, "proto": 0, "result": 0},
     "sandbox": {"client": 0, "internet": 0, "upstream": 0, "client6": 0, "internet6": 0, "upstream6": 0},
 }
