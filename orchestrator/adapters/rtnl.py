@@ -41,6 +41,7 @@ ROUTE_TYPES = {1, 6, 7, 8}  # RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_P
 RT_TABLE_LOCAL = 255
 IFA_F_TENTATIVE = 0x40
 IFA_F_NODAD = 0x02
+ZERO_MAC = "00:00:00:00:00:00"   # a VXLAN FDB entry for it: where broadcast and unknown unicast go
 
 
 def _route_entry(msg, family: int) -> RouteEntry | None:
@@ -303,6 +304,65 @@ class Rtnl:
             os.close(fd)
         await self._mark(ns, new["index"], alias)
         return new["index"], new.get("link")
+
+    async def create_vxlan(self, ns: str | None, name: str, alias: str | None, vni: int, local: str, dev: str,
+                           port: int, master: int | None, mtu: int = 0, mac: str = "") -> int:
+        """A VXLAN device over DEV (learning on: unicast MACs are learnt from what arrives;
+        flooding goes where the all-zeros FDB entries say)."""
+        underlay = (await self._link_by_name(ns, dev))["index"]
+        data = [("IFLA_VXLAN_ID", vni), ("IFLA_VXLAN_PORT", port), ("IFLA_VXLAN_LINK", underlay),
+                ("IFLA_VXLAN_LEARNING", 1)]
+        data.append(("IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL", local))
+        msg = ifinfmsg()
+        msg["flags"] = msg["change"] = IFF_UP
+        msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [
+            ("IFLA_INFO_KIND", "vxlan"), ("IFLA_INFO_DATA", {"attrs": data})]})]
+        if master:
+            msg["attrs"].append(("IFLA_MASTER", master))
+        if mtu:
+            msg["attrs"].append(("IFLA_MTU", mtu))
+        if mac:
+            msg["attrs"].append(("IFLA_ADDRESS", mac))
+        index = (await self._create_link(ns, msg, name))["index"]
+        await self._mark(ns, index, alias)
+        return index
+
+    async def vxlan_info(self, ns: str | None, name: str) -> dict | None:
+        """VNI, local address, port and underlay of a VXLAN device, or None."""
+        async def go(h, _):
+            async for m in await h.link("dump"):
+                if m.get("ifname") != name:
+                    continue
+                info = m.get_attr("IFLA_LINKINFO")
+                data = info.get_attr("IFLA_INFO_DATA") if info else None
+                if data is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+                    return None
+                return {"index": m["index"], "vni": data.get_attr("IFLA_VXLAN_ID"),
+                        "local": data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
+                        "port": data.get_attr("IFLA_VXLAN_PORT") or 0,   # pyroute2 gives it in host order
+                        "link": data.get_attr("IFLA_VXLAN_LINK")}
+            return None
+        return await self.call(ns, f"vxlan {name}", go)
+
+    async def flood_entries(self, ns: str | None, index: int) -> set[str]:
+        """The remote addresses of the all-zeros FDB entries of a VXLAN device (its flood list)."""
+        async def go(h, _):
+            out = set()
+            async for m in await h.fdb("dump", ifindex=index):
+                if m.get("ifindex") == index and m.get("NDA_LLADDR") == ZERO_MAC and m.get("NDA_DST"):
+                    out.add(m.get("NDA_DST"))
+            return out
+        return await self.call(ns, "fdb dump", go)
+
+    async def flood_entry(self, ns: str | None, index: int, dst: str, add: bool) -> None:
+        async def go(h, attempt):
+            try:
+                await h.fdb("append" if add else "del", ifindex=index, lladdr=ZERO_MAC, dst=dst)
+            except NetlinkError as e:
+                if attempt and e.code in (17, 2):  # our own lost first try did it
+                    return
+                raise
+        await self.call(ns, f"fdb {'append' if add else 'del'} {dst}", go)
 
     # The hot path (hundreds of requests for a big lab) builds messages directly: pyroute2's
     # keyword processing costs more than the kernel's work for these small requests.

@@ -145,7 +145,19 @@ def cmd_run(args, spec: Spec) -> int:
                    flap_heals=args.flap_heals, probes=not args.no_probes, bpf_stats=args.bpf_stats,
                    metrics_addr=None if addr is None else f"[{addr[0]}]:{addr[1]}" if ":" in addr[0]
                    else f"{addr[0]}:{addr[1]}", topology=args.file,
-                   check_interval=args.check_interval)
+                   check_interval=args.check_interval, enter=getattr(args, "_enter", None),
+                   children=getattr(args, "children", None) or [])
+    if opts.enter:
+        # a lab host of a multi-host sandbox: its metrics listen here, where a scraper on this
+        # machine reaches them; everything else happens inside the host's namespace
+        import socket
+        if addr is not None:
+            s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+            s.listen(16)
+            opts.metrics_socket = s
+        netns.switch(opts.enter)
     with LabLock(spec.lab, "daemon"):
         return run(plan.desired(spec, mode), spec.source, opts, spec)
 

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bridgelab: needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for namespaces)", file=sys.stderr)
         return EXIT_FAIL
     try:
+        if spec.hosts or getattr(args, "as_", None):
+            from . import multihost
+            return multihost.dispatch(args, spec, commands.COMMANDS)
         return commands.COMMANDS[args.cmd](args, spec)
     except ConflictError as e:
         print(f"bridgelab: conflict: {e}; nothing was applied", file=sys.stderr)

@@ -95,8 +95,11 @@ COMMANDS: list[tuple[str, str, str, tuple[str, ...]]] = [
 ]
 
 
-def _common(sp, host=True):
+def _common(sp, host=True, as_=True):
     sp.add_argument("-f", "--file", help="topology YAML (default: the embedded seed lab)")
+    if as_:
+        sp.add_argument("--as", dest="as_", action="append", metavar="HOST",
+                        help="a lab across hosts (hosts:): act as this lab host, on its part only")
     if host:
         sp.add_argument("--host", action="store_true",
                         help="apply to the current network namespace with a real uplink (lab hosts)")
@@ -147,10 +150,11 @@ def _options(name: str, sp) -> None:
     elif name in ("status", "graph", "drops"):
         _common(sp)
     elif name in ("validate", "ls"):
-        _common(sp, host=False)
+        _common(sp, host=False, as_=False)
     elif name == "exec":
         sp.add_argument("-f", "--file", help="topology YAML (default: the embedded seed lab)")
         sp.add_argument("--host", action="store_true", help="the lab runs in host mode")
+        sp.add_argument("--as", dest="as_", action="append", metavar="HOST", help="a lab across hosts: this lab host")
         sp.add_argument("node", help="a container, host, or (sandbox) gateway, client, internet").completer = _nodes
         sp.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD ARGS... (none: an interactive shell)")
     elif name == "logs":

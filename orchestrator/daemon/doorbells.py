@@ -26,6 +26,8 @@ RTMGRP_IPV4_ROUTE = 0x40
 RTMGRP_TC = 0x8  # qdiscs: a netem or tbf of an impairment changed or deleted
 RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
+RTMGRP_NEIGH = 0x4   # a VXLAN device's flood entries (FDB): only their deletion rings (fdb_doorbell)
+RTM_DELNEIGH, AF_BRIDGE = 29, 7
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
 
@@ -37,8 +39,9 @@ class Doorbell:
     """One multicast netlink socket in one namespace, read from the event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, ns: str | None, proto: int, groups: int,
-                 ring: Callable[[str, str | None, bool], None]):
+                 ring: Callable[[str, str | None, bool], None], accept: Callable | None = None):
         self.ns = ns
+        self.accept = accept   # which rtnl messages ring (None: all)
         self.loop = loop
         self.ring = ring
         self.proto = proto
@@ -67,13 +70,18 @@ class Doorbell:
                     lost = True
                     continue
                 raise
-            if self._marshal is not None and len(causes) < 4:
+            if self._marshal is not None and self.accept is not None:
+                msgs = [m for m in self._marshal.parse(data) if self.accept(m)]
+                causes += [f"fdb entry deleted on {m.get('ifindex')}" for m in msgs][:4]
+            elif self._marshal is not None and len(causes) < 4:
                 for msg in self._marshal.parse(data):
                     kind = _EVENT_NAMES.get(msg["header"]["type"], str(msg["header"]["type"]))
                     name = msg.get("ifname") or msg.get("address") or msg.get("dst") or ""
                     causes.append(f"{kind} {name}".strip())
             elif self._marshal is None:
                 causes = ["nftables changed"]
+        if self.accept is not None and not causes and not lost:
+            return   # neighbour churn that is not ours to heal
         # an rtnl event concerns only its namespace; nftables changes are observed every pass
         self.ring("; ".join(causes[:4]) or "event", self.ns, lost, "ns" if self._marshal is not None else "none")
 
@@ -88,6 +96,15 @@ class Doorbell:
 def rtnl_doorbell(loop, ns, ring) -> Doorbell:
     return Doorbell(loop, ns, 0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_TC
                     | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE, ring)
+
+
+def _flood_deleted(msg) -> bool:
+    return (msg["header"]["type"] == RTM_DELNEIGH and msg.get("family") == AF_BRIDGE
+            and msg.get("NDA_LLADDR") == "00:00:00:00:00:00")
+
+
+def fdb_doorbell(loop, ns, ring) -> Doorbell:
+    return Doorbell(loop, ns, 0, RTMGRP_NEIGH, ring, accept=_flood_deleted)
 
 
 def nft_doorbell(loop, ns, ring) -> Doorbell:
@@ -119,8 +136,10 @@ class Doorbells:
                 continue
             try:
                 ino = netns.inode(ns)
-                for kind, make in (("rtnl", rtnl_doorbell), ("nft", nft_doorbell)):
+                for kind, make in (("rtnl", rtnl_doorbell), ("nft", nft_doorbell), ("fdb", fdb_doorbell)):
                     if kind == "nft" and ns != self.d.host_ns and ns not in self._ruled():
+                        continue
+                    if kind == "fdb" and ns not in {x.ns for x in self.d.vxlans}:
                         continue
                     bell = self.bells.get((ns, kind))
                     if bell is not None and bell.inode == ino:

@@ -54,12 +54,37 @@ class _BoundedServer(ThreadingWSGIServer):
             self.slots.release()
 
 
-def _server(host: str, port: int, registry, refused: Counter) -> _BoundedServer:
+def _server(host: str, port: int, registry, refused: Counter, sock: socket.socket | None = None) -> _BoundedServer:
     cls = type("_Server", (_BoundedServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-    httpd = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_Handler)
+    if sock is None:
+        httpd = make_server(host, port, make_wsgi_app(registry), cls, handler_class=_Handler)
+    else:   # listening already (bound in another network namespace than ours now)
+        httpd = cls(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+        httpd.socket.close()
+        httpd.socket = sock
+        httpd.server_name, httpd.server_port = host, sock.getsockname()[1]
+        httpd.setup_environ()
+        httpd.set_app(make_wsgi_app(registry))
     httpd.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
     httpd.refused = refused
     return httpd
+
+
+class HostLabelled:
+    """A registry's exposition with host="HOST" on every sample: the daemons of a lab across
+    hosts are told apart by it in one Prometheus (or a federation of them), whatever their
+    scrape configs say."""
+
+    def __init__(self, registry, host: str):
+        self.registry, self.host = registry, host
+
+    def collect(self):
+        for m in self.registry.collect():
+            m.samples = [s._replace(labels={**s.labels, "host": self.host}) for s in m.samples]
+            yield m
+
+    def restricted_registry(self, names):
+        return HostLabelled(self.registry.restricted_registry(names), self.host)
 
 
 def check_bindable(host: str, port: int) -> None:
@@ -78,10 +103,11 @@ disable_created_metrics()  # *_created series double the exposition and no dashb
 
 
 class Metrics:
-    def __init__(self, lab: str, mode: str):
+    def __init__(self, lab: str, mode: str, host: str = ""):
         r = self.registry = CollectorRegistry()
+        self.host = host   # a lab host of a multi-host lab: every series carries host="..."
         Gauge("bridgelab_build_info", "bridgelab version and the lab it runs", ["version", "lab", "mode"],
-              registry=r).labels(__version__, lab, mode).set(1)
+              registry=r).labels(__version__, lab.split(".")[0], mode).set(1)
         self.ready = Gauge("bridgelab_ready", "1 once the lab has been adopted or built", registry=r)
         self.drift = Counter("bridgelab_drift_detected_total",
                              "Resources found differing from the topology, by kind", ["kind"], registry=r)
@@ -137,15 +163,18 @@ class Metrics:
         self.expect_packets = Counter("bridgelab_expectation_probe_packets_total",
                                       "Packets the checks' probes sent (they are in the datapath counters too)",
                                       registry=r)
+        self.peer_up = Gauge("bridgelab_vxlan_peer_up", "A lab across hosts: 1 while the other host's VXLAN "
+                             "endpoint answers over the underlay", ["peer"], registry=r)
         self.refused = Counter("bridgelab_metrics_connections_refused_total",
                                f"Scrape connections turned away: {MAX_CONNECTIONS} were being served", registry=r)
         self.server = None
 
-    def serve(self, addr: str) -> tuple[str, int]:
+    def serve(self, addr: str, sock: socket.socket | None = None) -> tuple[str, int]:
         host, _, port = addr.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
         try:
-            self.server = _server(host, int(port), self.registry, self.refused)
+            self.server = _server(host, int(port), HostLabelled(self.registry, self.host) if self.host
+                                  else self.registry, self.refused, sock)
         except OSError as e:
             raise InputError(f"--metrics-addr {addr}: cannot listen there: {e.strerror}") from None
         threading.Thread(target=self.server.serve_forever, name="bridgelab-metrics", daemon=True).start()

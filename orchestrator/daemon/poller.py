@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from ..adapters import netns, services, sysctl
-from ..lab.naming import ns_prefix
+from ..lab.naming import ns_prefixes
 from ..reconcile.engine import Engine
 from .doorbells import Doorbells
 from .metrics import Metrics
@@ -61,7 +61,7 @@ class Poller:
         want_ns = {n.name for n in d.namespaces}
         self.metrics.tasks.set(len(asyncio.all_tasks()))
         self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))
-        present = set(netns.list_names(ns_prefix(d.lab)))
+        present = {n for p in ns_prefixes(d.lab) for n in netns.list_names(p)}
         # a missing or replaced namespace is dumped afresh anyway, and what its loss did to
         # the others' links rang their own doorbells: no need to re-dump everything
         if present != want_ns:

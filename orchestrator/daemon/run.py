@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -56,6 +56,10 @@ class Options:
     drop_log_interval: float = 2.0
     topology: str | None = None  # the file SIGHUP re-reads (None: the embedded seed lab)
     check_interval: float = 10.0  # the expectations (issue #17), jittered ±10%; 0: never
+    enter: str | None = None      # a lab host of a multi-host sandbox: its namespace, entered once
+                                  # the metrics socket is bound (where a scraper can reach it)
+    metrics_socket: object = None  # bound and listening already (a lab host: before entering it)
+    children: list = field(default_factory=list)  # (host, argv): per-host daemons this one keeps running
 
 
 class Daemon:
@@ -63,7 +67,7 @@ class Daemon:
         self.opts = opts
         self.spec = spec
         self.engine = Engine(desired, source)
-        self.metrics = Metrics(desired.lab, desired.mode)
+        self.metrics = Metrics(desired.lab, desired.mode, desired.host_name)
         self.notifier = Notifier()
         self.healer = Healer(self.engine, self.metrics, opts.heal, opts.flap_heals, opts.debounce)
         self.ring = self.healer.ring
@@ -118,7 +122,36 @@ class Daemon:
             tasks.append(("probes", self.probes.start()))
         if self.checker is not None:
             tasks.append(("checks", self.checker.run()))
+        if self.opts.children:
+            tasks.append(("hosts", self.hosts()))
+        if self.d.vxlans:
+            from .peers import Peers
+            tasks.append(("peers", Peers(lambda: self.engine.d, self.metrics).run()))
         return tasks
+
+    async def hosts(self) -> None:
+        """A multi-host sandbox's daemons, one per lab host, each its own process (as on real
+        machines): started, restarted if one dies (logged), stopped with this one (by pid)."""
+        self.procs: dict = {}
+        try:
+            while True:
+                for host, argv in self.opts.children:
+                    p = self.procs.get(host)
+                    if p is None or p.returncode is not None:
+                        if p is not None:
+                            log.warning("host daemon exited; starting it again", host=host, code=p.returncode)
+                        self.procs[host] = await asyncio.create_subprocess_exec(*argv)
+                        log.info("host daemon started", host=host, pid=self.procs[host].pid)
+                await asyncio.sleep(1.0)
+        finally:
+            for p in self.procs.values():
+                if p.returncode is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in self.procs.values():
+                try:
+                    await asyncio.wait_for(p.wait(), 10)
+                except asyncio.TimeoutError:
+                    p.kill()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -130,7 +163,7 @@ class Daemon:
             loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.opts.metrics_addr:
-            _, self.metrics_port = self.metrics.serve(self.opts.metrics_addr)
+            _, self.metrics_port = self.metrics.serve(self.opts.metrics_addr, self.opts.metrics_socket)
         if not await self._start():
             self._close()
             return 1

@@ -22,7 +22,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from . import resources as r
-from .naming import alias, mac, ns_name, table_name, www_dir
+from .naming import alias, base_lab, machine_ns, mac, ns_name, part_name, table_name, www_dir
 from .nft_table import family, render_table
 from .spec import DEFAULT_NETWORK, Container, Netem, Network, Service, Spec
 
@@ -78,6 +78,10 @@ class _Acc:
 def desired(spec: Spec, mode: str = SANDBOX) -> r.Desired:
     if mode not in MODES:
         raise ValueError(mode)
+    if spec.hosts:
+        if mode == HOST:
+            raise ValueError("a lab across hosts is built one host at a time (hosts.part, --as HOST)")
+        return world(spec)
     host_ns = ns_name(spec.lab, "host") if mode == SANDBOX else None
     acc = _Acc(spec.lab, host_ns, spec.ipv6, nodes={"host": host_ns})
     if mode == SANDBOX:
@@ -97,16 +101,79 @@ def desired(spec: Spec, mode: str = SANDBOX) -> r.Desired:
         veths=tuple(acc.veths), up=tuple(acc.up), addresses=tuple(acc.addresses), routes=tuple(acc.routes),
         sysctls=tuple(acc.sysctls), tables=tuple(acc.tables), forward=tuple(acc.forward),
         services=tuple(acc.services), impairments=tuple(acc.impairments), nodes=acc.nodes, uplink=spec.uplink.name,
-        ipv6=spec.ipv6, networks=acc.networks,
+        ipv6=spec.ipv6, networks=acc.networks, vxlans=tuple(_vxlans(acc, spec)), host_name=spec.host_name,
     )
+
+
+def _vxlans(acc: _Acc, spec: Spec) -> list[r.Vxlan]:
+    """A network this host shares with others: a VXLAN port on its bridge (hosts.part gave the
+    peers and the VNI). Named by VNI: the same on every host, under 15 bytes."""
+    out = []
+    for n in spec.networks:
+        if not n.peers:
+            continue
+        x = r.Vxlan(acc.host_ns, f"vx{n.vni}", n.vni, spec.uplink.address.ip, spec.uplink.name, n.peers, n.bridge,
+                    n.mtu, alias(spec.lab, f"vxlan:{n.name}"), n.name)
+        acc.links_up((acc.host_ns, x.name))
+        acc.networks[(acc.host_ns, x.name)] = n.name
+        out.append(x)
+    return out
+
+
+def world(spec: Spec) -> r.Desired:
+    """A multi-host lab's sandbox: the LAN switch, the gateway, client and internet stand-ins,
+    and each lab host as a namespace (blm-LAB-HOST) with its uplink on the LAN, its address and
+    default route: the machines. What runs on each host (its bridges, VXLAN ports, containers,
+    table) is that host's part, built inside its namespace in host mode, as on a real machine."""
+    lab, up_, sb = spec.lab, spec.uplink, spec.sandbox
+    first = machine_ns(lab, spec.hosts[0].name)
+    acc = _Acc(lab, first, False, nodes={})
+    lan, gw, cl, inet = (acc.node_ns(n) for n in ("lan", "gateway", "client", "internet"))
+    acc.bridges.append(r.Bridge(lan, LAN_BRIDGE, alias(lab, "lan"), mac(lab, "lan", LAN_BRIDGE)))
+    acc.links_up((lan, LAN_BRIDGE))
+    for h in spec.hosts:
+        m = machine_ns(lab, h.name)
+        acc.namespaces.append(r.Namespace(m, h.name))
+        acc.up.append(r.LinkUp(m, "lo"))
+        acc.nodes[h.name] = m
+        port = f"p-{h.name}"
+        # the machine's end is made first (a), so it carries our alias: the host's part runs there
+        acc.veths.append(r.Veth(a=r.VethEnd(m, up_.name, mac=mac(lab, h.name, up_.name)),
+                                b=r.VethEnd(lan, port, master=LAN_BRIDGE, mac=mac(lab, "lan", port)),
+                                alias=alias(lab, f"uplink:{h.name}")))
+        acc.links_up((m, up_.name), (lan, port))
+        acc.addresses.append(r.Address(m, up_.name, h.address))
+        acc.routes.append(r.Route(m, ANY, up_.gateway, up_.name))
+    for peer_node, peer_ns, port_if, role in (("gateway", gw, "p-gateway", "gateway-lan"),
+                                              ("client", cl, "p-client", "client-lan")):
+        acc.veths.append(r.Veth(a=r.VethEnd(lan, port_if, master=LAN_BRIDGE, mac=mac(lab, "lan", port_if)),
+                                b=r.VethEnd(peer_ns, "eth0", mac=mac(lab, peer_node, "eth0")), alias=alias(lab, role)))
+        acc.links_up((lan, port_if), (peer_ns, "eth0"))
+    acc.veths.append(r.Veth(a=r.VethEnd(gw, "eth1", mac=mac(lab, "gateway", "eth1")),
+                            b=r.VethEnd(inet, "eth0", mac=mac(lab, "internet", "eth0")), alias=alias(lab, "upstream")))
+    acc.links_up((gw, "eth1"), (inet, "eth0"))
+    acc.address(gw, "eth0", up_.gateway, up_.address.network.prefixlen)
+    acc.addresses += [r.Address(gw, "eth1", sb.upstream), r.Address(cl, "eth0", sb.client),
+                      r.Address(inet, "eth0", sb.internet)]
+    acc.routes += [r.Route(cl, ANY, up_.gateway, "eth0"), r.Route(inet, ANY, sb.upstream.ip, "eth0")]
+    acc.sysctls.append(r.Sysctl(gw, "net.ipv4.ip_forward", "1",
+                                "the gateway is a router between the LAN and the internet stand-in"))
+    for c in spec.containers:   # for exec, trace and explain: where each container lives
+        acc.nodes[c.name] = ns_name(part_name(lab, c.host), c.name)
+    return r.Desired(
+        lab=lab, mode=SANDBOX, host_ns=first, namespaces=tuple(acc.namespaces), bridges=tuple(acc.bridges),
+        veths=tuple(acc.veths), up=tuple(acc.up), addresses=tuple(acc.addresses), routes=tuple(acc.routes),
+        sysctls=tuple(acc.sysctls), tables=(), forward=(), services=(), nodes=acc.nodes, uplink=up_.name)
 
 
 def _bridges(acc: _Acc, spec: Spec) -> None:
     """A bridge per network, like docker0 (or `docker network create`): its gateway."""
     for n in spec.networks:
         role = "bridge" if n.name == DEFAULT_NETWORK else f"bridge:{n.name}"
-        acc.bridges.append(r.Bridge(acc.host_ns, n.bridge, alias(spec.lab, role), mac(spec.lab, "host", n.bridge),
-                                    n.mtu, n.name))
+        # the MAC from the lab a host's part belongs to: the same gateway MAC on every host (an
+        # anycast gateway, as EVPN fabrics do), so a container's neighbour entry is right anywhere
+        acc.bridges.append(r.Bridge(acc.host_ns, n.bridge, alias(spec.lab, role),
+                                    mac(base_lab(spec.lab), "host", n.bridge), n.mtu, n.name))
         acc.links_up((acc.host_ns, n.bridge))
         acc.networks[(acc.host_ns, n.bridge)] = n.name
         if n.subnet is not None:

@@ -25,11 +25,40 @@ ROUTE_PROTO_NAME = "bridgelab"
 ALIAS_PREFIX = "bridgelab:"  # IFLA_IFALIAS of every link we create in a namespace we share
 
 
+# one host's part of a multi-host lab (issue #15) is a lab of its own named LAB.HOST: a '.' is in
+# no lab or host name, so bl-LAB.HOST- never prefixes another lab's namespaces nor LAB's own
+PART_RE = re.compile(r"^[a-z][a-z0-9_]{0,11}\.[a-z][a-z0-9_]{0,11}$")
+
+
+def part_name(lab: str, host: str) -> str:
+    return check_lab(f"{lab}.{host}")
+
+
+def base_lab(lab: str) -> str:
+    """The lab a part belongs to (itself for a lab that is not a part)."""
+    return lab.split(".", 1)[0]
+
+
 def check_lab(lab: object) -> str:
-    if not isinstance(lab, str) or not LAB_RE.match(lab):
+    if not isinstance(lab, str) or not (LAB_RE.match(lab) or PART_RE.match(lab)):
         shown = repr(lab) if isinstance(lab, str) else type(lab).__name__
         raise UnsafeName(f"{shown} is not a lab name: use {LAB_RULE}")
     return lab
+
+
+# A multi-host sandbox's lab hosts are namespaces named blm-LAB-HOST: the LAB's sandbox builds
+# them (their uplink to the LAN switch) and each host's part runs inside one in host mode, as on
+# a real machine. Not under bl-LAB-: LAB does not own them outright (the part's links are there).
+MACHINE_PREFIX = "blm-"
+
+
+def machine_ns(lab: str, host: str) -> str:
+    return f"{MACHINE_PREFIX}{check_lab(lab)}-{host}"
+
+
+def ns_prefixes(lab: str) -> tuple[str, ...]:
+    """Every prefix of the namespaces LAB makes (its own; its lab hosts' in a multi-host sandbox)."""
+    return (ns_prefix(lab), f"{MACHINE_PREFIX}{check_lab(lab)}-")
 
 
 def ns_prefix(lab: str) -> str:

@@ -77,6 +77,24 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Vxlan:
+    """A network stretched across hosts (issue #15): a VXLAN device in the host enslaved to the
+    network's bridge, head-end replication to each peer host by a static all-zeros FDB entry
+    (no multicast underlay needed)."""
+    ns: str | None
+    name: str
+    vni: int
+    local: IPAddress          # this host's uplink address
+    dev: str                  # the uplink: the underlay device
+    peers: tuple = ()         # the other hosts' addresses with this network
+    master: str = ""          # the network's bridge
+    mtu: int = 0
+    alias: str = ""
+    network: str = ""
+    port: int = 4789          # IANA's VXLAN port (the kernel's default 8472 is Linux's old one)
+
+
+@dataclass(frozen=True)
 class Sysctl:
     ns: str | None
     key: str  # dotted, e.g. net.ipv4.ip_forward
@@ -148,6 +166,8 @@ class Desired:
     uplink: str = field(compare=False, default="")  # in host mode the admin's, not ours: probed, never touched
     ipv6: bool = False  # the topology has IPv6 (an IPv4-only one stays IPv4-only)
     networks: dict[tuple, str] = field(compare=False, default_factory=dict)  # (ns, ifname) -> network name
+    vxlans: tuple[Vxlan, ...] = ()
+    host_name: str = ""  # a multi-host lab's part: the host it is (metrics label `host`)
 
     def managed_ns(self) -> list[str | None]:
         """Every namespace the lab touches, the host's first."""
@@ -172,7 +192,8 @@ class Desired:
         stranger's link is still the stranger's)."""
         out = {b.name for b in self.bridges if b.ns == ns}
         out |= {e.name for v in self.veths for e in v.ends if e.ns == ns}
-        if ns is not None:
+        out |= {x.name for x in self.vxlans if x.ns == ns}
+        if ns is not None and not ns.startswith("blm-"):   # a lab host's loopback is the machine's
             out.add("lo")
         return out
 

@@ -16,7 +16,7 @@ from .. import logs
 from ..adapters import netns
 from ..adapters.rtnl import Rtnl
 from ..errors import ConflictError
-from ..lab.naming import ns_prefix
+from ..lab.naming import ns_prefixes
 from ..lab.resources import Desired
 from .diff import diff
 from .kinds import BY_NAME, KINDS, Action
@@ -100,7 +100,7 @@ class Engine:
         last look) and reuse the previous dump for the rest: the daemon knows from its
         per-namespace doorbells which ones changed."""
         d = self.d
-        present = set(netns.list_names(ns_prefix(d.lab)))
+        present = {n for p in ns_prefixes(d.lab) for n in netns.list_names(p)}
         look = [ns for ns in d.managed_ns() if ns is None or ns in present]
         last = dict(self._last.ns) if (only is not None and self._last is not None) else {}
         fresh = []

@@ -17,6 +17,7 @@ SEED = yaml.safe_load(open("examples/seed.yaml"))
 
 def variant_loopback_udp():
     d = copy.deepcopy(SEED)
+    d.pop("expect")
     d["lab"] = "lo_udp"
     d["ports"] = [
         {"host_port": 8080, "to": "container1:80", "host_ip": "127.0.0.1"},
@@ -28,6 +29,7 @@ def variant_loopback_udp():
 
 def variant_no_ports():
     d = copy.deepcopy(SEED)
+    d.pop("expect")
     d["lab"] = "private"
     d["bridge"] = {"name": "docker0", "subnet": "172.18.0.0/16", "gateway": "172.18.0.1"}
     d["uplink"]["name"] = "enp1s0"

@@ -62,6 +62,7 @@ class Network:
     nat6: bool = True            # a ULA subnet6 is masqueraded out of the uplink unless nat6: false
     vni: int = 0                 # VXLAN across hosts (0: derived)
     where: str = "bridge"        # the field path errors about it name: bridge, networks[1]
+    peers: tuple = ()            # a host's part (hosts.part): the other hosts' addresses with this network
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,14 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Host:
+    """A lab host (`hosts:`): its uplink address is its VXLAN endpoint and its NAT address."""
+    name: str
+    address: If4
+    address6: If6 | None = None
+
+
+@dataclass(frozen=True)
 class Expectation:
     """A flow the lab is meant to carry (result works) or to stop (blocked): `expect:`."""
     name: str
@@ -186,6 +195,9 @@ class Spec:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     seed_form: bool = field(default=False, compare=False)  # written with `bridge:` (one network)
     expect: tuple[Expectation, ...] = ()
+    hosts: tuple[Host, ...] = ()        # several: a lab across hosts (hosts.part is each one's share)
+    part_of: str = ""                   # a host's part: the lab it is part of
+    host_name: str = ""                 # a host's part: which host
 
     def container(self, name: str) -> Container:
         for c in self.containers:

@@ -131,7 +131,7 @@ def uplink(c: Collector, raw: Any) -> Uplink | None:
             c.add("uplink.gateway6", f"{gateway6} is outside the uplink network {address6.network}",
                   "use the upstream router's address on that network")
             gateway6 = None
-    if name and address:
+    if name and (address or "address" not in m):   # no address: the hosts: give it (spec.validate checks)
         return Uplink(name, address, gateway, address6, gateway6)
     return None
 

@@ -3,13 +3,14 @@ issues spell out are the user-facing contract: renaming one breaks every file th
 
 SCHEMA: dict[str, dict[str, int]] = {
     "": {"lab": 1, "bridge": 0, "networks": 0, "uplink": 1, "containers": 1, "links": 0, "ports": 0,
-         "sandbox": 0, "expect": 0},
+         "sandbox": 0, "expect": 0, "hosts": 0},
     "bridge": {"name": 0, "subnet": 1, "gateway": 0, "subnet6": 0, "gateway6": 0, "nat6": 0, "mtu": 0},
     "networks[]": {"name": 1, "bridge": 0, "subnet": 0, "gateway": 0, "internal": 0, "mtu": 0, "subnet6": 0,
                    "gateway6": 0, "nat6": 0, "vni": 0},
-    "uplink": {"name": 1, "address": 1, "gateway": 0, "address6": 0, "gateway6": 0},
+    "uplink": {"name": 1, "address": 0, "gateway": 0, "address6": 0, "gateway6": 0},   # address: 1 unless hosts:
+    "hosts[]": {"name": 1, "address": 1, "address6": 0},
     "containers[]": {"name": 1, "address": 0, "address6": 0, "interface": 0, "host_interface": 0, "networks": 0,
-                     "services": 0, "forwarding": 0, "routes": 0, "netem": 0},
+                     "services": 0, "forwarding": 0, "routes": 0, "netem": 0, "host": 0},
     "attachments[]": {"network": 1, "address": 0, "address6": 0, "interface": 0, "host_interface": 0, "netem": 0},
     "routes[]": {"dst": 1, "via": 1},
     "services[]": {"kind": 1, "port": 0, "argv": 0, "protocol": 0, "name": 0},

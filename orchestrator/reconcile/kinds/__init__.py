@@ -6,13 +6,15 @@ implies it in lab/desired.py, a module here subclassing base.Kind, and a line be
 
 from __future__ import annotations
 
-from . import address, forward, impairment, link_up, links, mtu, namespace, nft_table, port, route, service, sysctl
+from . import (address, forward, impairment, link_up, links, mtu, namespace, nft_table, port, route, service,
+               sysctl, vxlan)
 from .base import Action, DiffContext, ExplainContext, Finding, Kind
 
 KINDS: tuple[Kind, ...] = (
     namespace.KIND,
     links.BRIDGE,
     links.VETH,
+    vxlan.KIND,
     port.KIND,
     link_up.KIND,
     mtu.KIND,

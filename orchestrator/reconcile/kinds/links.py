@@ -13,8 +13,9 @@ from .base import P_BRIDGE, P_UNLINK, P_VETH, Action, DiffContext, ExplainContex
 
 
 def _alias(ns: str | None, alias: str) -> str | None:
-    """Links in a namespace we share carry our alias; in the lab's own, the namespace says it."""
-    return alias if ns is None else None
+    """Links in a namespace we share carry our alias (the one we run in, a lab host's machine
+    namespace); in the lab's own, the namespace says it."""
+    return alias if ns is None or ns.startswith(naming.MACHINE_PREFIX) else None
 
 
 class _LinkKind(Kind):

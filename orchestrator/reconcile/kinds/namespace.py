@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...lab.naming import ns_prefix
+from ...lab.naming import ns_prefixes
 from ...lab.resources import Namespace
 from .base import P_NS, Action, DiffContext, ExplainContext, Finding, Kind
 
@@ -47,7 +47,7 @@ class NamespaceKind(Kind):
     async def teardown(self, td) -> None:
         """Dropping the lab's namespaces drops everything in them (a veth goes with either end)."""
         from ...adapters import netns
-        names = netns.list_names(ns_prefix(td.lab), half_made=True)
+        names = [n for p in ns_prefixes(td.lab) for n in netns.list_names(p, half_made=True)]
         if td.rtnl is not None:
             for name in names:
                 td.rtnl.forget(name)

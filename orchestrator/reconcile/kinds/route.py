@@ -58,7 +58,9 @@ class RouteKind(Kind):
         ours = {st.links[n].index for n in cx.d.devices(ns) if n in st.links}
         wanted = [r for r in cx.d.routes if r.ns == ns]
         for x in st.routes:
-            if x.proto == RTPROT_KERNEL or (not owned and x.oif not in ours and x.proto != ROUTE_PROTO):
+            # in a namespace the lab shares, only routes through its own devices are its to judge:
+            # the route protocol is every lab's, and another lab's routes there are that lab's
+            if x.proto == RTPROT_KERNEL or (not owned and x.oif not in ours):
                 continue
             dev = next((n for n, link in st.links.items() if link.index == x.oif), None)
             if any(_is(x, r, st.links[r.dev].index if r.dev in st.links else None) for r in wanted):
