@@ -11,7 +11,9 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DS = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-I = 'instance=~"$instance"'
+# every query: the lab hosts picked (instance: a daemon's endpoint; host: a lab host of a lab
+# across hosts, "" for a one-host lab, which .* matches)
+I = 'instance=~"$instance",host=~"$host"'
 
 
 def rate(metric: str, by: str, sel: str = "", fn: str = "rate", window: str = "$__rate_interval") -> str:
@@ -56,6 +58,10 @@ def dashboard(uid, title, panels, variables_extra=()):
          "query": {"query": "label_values(bridgelab_build_info, instance)", "refId": "instance"},
          "definition": "label_values(bridgelab_build_info, instance)", "multi": True, "includeAll": True,
          "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "refresh": 2},
+        {"name": "host", "label": "lab host (across hosts)", "type": "query", "datasource": DS,
+         "query": {"query": 'label_values(bridgelab_build_info{instance=~"$instance"}, host)', "refId": "host"},
+         "definition": 'label_values(bridgelab_build_info{instance=~"$instance"}, host)', "multi": True,
+         "includeAll": True, "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "refresh": 2},
     ]
     variables += list(variables_extra)
     return {

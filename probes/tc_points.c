@@ -91,7 +91,30 @@ static __always_inline void ports(void *l4, void *end, u8 proto, struct tuple *t
     }
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct tuple *t) {
+#ifdef TRACE
+#define VXLAN_PORT 4789
+struct encap { u32 vni, outer_src, outer_dst; };
+
+/* A lab across hosts (issue #15): an IPv4 VXLAN packet on the underlay is the packet it carries,
+ * one hop of its path, with the encapsulation said (VNI, the hosts' addresses). */
+static __always_inline int vxlan_inner(void *l4, void *end, struct tuple *t, struct encap *x) {
+    u8 *vx = l4 + sizeof(struct udphdr);
+    if ((void *)(vx + 8) > end || !(vx[0] & 0x08)) return 0;   /* the I flag: a VNI follows */
+    struct ethhdr *ie = (void *)(vx + 8);
+    if ((void *)(ie + 1) > end || ie->h_proto != htons(ETH_P_IP)) return 0;
+    struct iphdr *ii = (void *)(ie + 1);
+    if ((void *)(ii + 1) > end) return 0;
+    x->vni = (vx[4] << 16) | (vx[5] << 8) | vx[6];
+    x->outer_src = t->saddr[0]; x->outer_dst = t->daddr[0];
+    __builtin_memset(t, 0, sizeof(*t));
+    t->family = 4; t->saddr[0] = ii->saddr; t->daddr[0] = ii->daddr; t->proto = ii->protocol;
+    t->ipid = ntohs(ii->id); t->tot_len = ntohs(ii->tot_len);
+    ports((void *)ii + ii->ihl * 4, end, ii->protocol, t);
+    return 1;
+}
+#endif
+
+static __always_inline int parse(struct __sk_buff *skb, struct tuple *t, void *encap) {
     void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) return 0;
@@ -100,7 +123,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct tuple *t) {
         if ((void *)(ip + 1) > end) return 0;
         t->family = 4; t->saddr[0] = ip->saddr; t->daddr[0] = ip->daddr; t->proto = ip->protocol;
         t->ipid = ntohs(ip->id); t->tot_len = ntohs(ip->tot_len);
-        ports((void *)ip + ip->ihl * 4, end, ip->protocol, t);
+        void *l4 = (void *)ip + ip->ihl * 4;
+        ports(l4, end, ip->protocol, t);
+#ifdef TRACE
+        if (encap && t->proto == IPPROTO_UDP && t->dport == VXLAN_PORT)
+            return vxlan_inner(l4, end, t, encap) ? 2 : 1;
+#endif
         return 1;
     }
     if (eth->h_proto == htons(ETH_P_IPV6)) {
@@ -158,7 +186,8 @@ static __always_inline int point(struct __sk_buff *skb, u8 dir) {
     return TC_ACT_UNSPEC;
 #else
     struct tuple t = {};
-    int ip = parse(skb, &t);
+    struct encap x = {};
+    int ip = parse(skb, &t, &x);
     count(skb, cookie, dir, ip ? t.proto : 0, ip ? t.family : 0,
           ip && t.proto == IPPROTO_ICMPV6 && t.flags >= 133 && t.flags <= 137);
     if (!ip) return TC_ACT_UNSPEC;
@@ -186,6 +215,9 @@ static __always_inline int point(struct __sk_buff *skb, u8 dir) {
     __builtin_memset(e, 0, sizeof(*e));
     e->ts = bpf_ktime_get_ns(); e->cookie = cookie; e->hash = hash; e->ifindex = skb->ifindex;
     e->len = skb->len; e->kind = K_TC; e->point = dir; e->has_tuple = 1; e->t = t;
+    if (ip == 2) {   /* the VXLAN hop: VNI and the outer addresses where a tc event has room */
+        e->_pad = 1; e->reason = x.vni; e->location = ((u64)x.outer_src << 32) | x.outer_dst;
+    }
     tc_events.ringbuf_submit(e, 0);
     return TC_ACT_UNSPEC;   /* observe only: the next program or the stack decides */
 #endif

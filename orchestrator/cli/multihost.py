@@ -42,8 +42,9 @@ def dispatch(args, spec: Spec, commands: dict) -> int:
         as_ = [_local_host(spec)]
     if as_:
         return commands[args.cmd](args, enter(args, spec, as_[0]))
-    if args.cmd in ("up", "run", "down", "status", "check"):
-        return {"up": _up, "run": _run, "down": _down, "status": _status, "check": _check}[args.cmd](args, spec)
+    if args.cmd in ("up", "run", "down", "status", "check", "explain"):
+        return {"up": _up, "run": _run, "down": _down, "status": _status, "check": _check,
+                "explain": _explain}[args.cmd](args, spec)
     return commands[args.cmd](args, spec)   # exec, graph, explain...: the sandbox's node map
 
 
@@ -226,6 +227,22 @@ def _check(args, spec: Spec) -> int:
     print(json.dumps({"lab": spec.lab, "results": [r.as_dict() for r in results]}, indent=1) if args.json
           else rd.table(spec.lab, results, False))
     return code
+
+
+def _explain(args, spec: Spec) -> int:
+    from ..diagnose.explain import hosts as xh
+    rep = xh.explain(spec, args.file, args.src, args.dst, args.proto)
+    if args.json:
+        print(json.dumps(rep, indent=1))
+    else:
+        print(f"explain {args.src} → {args.dst} across hosts ({rep['flow'].get('src_host')} → "
+              f"{rep['flow'].get('dst_host') or rep['flow'].get('target')})")
+        if "underlay" in rep:
+            print(f"  underlay: {rep['underlay']['peer']} {rep['underlay']['seen']}")
+        print(("WORKS: " if rep["works"] else "BROKEN: ") + (rep.get("verdict") or ""))
+        if rep.get("fix") and not rep["works"]:
+            print(f"fix: {rep['fix']}")
+    return EXIT_OK if rep["works"] else EXIT_FAIL
 
 
 def _trace(args, spec: Spec, hosts: list[str], commands: dict) -> int:

@@ -96,12 +96,13 @@ def desired(spec: Spec, mode: str = SANDBOX) -> r.Desired:
     _loopback6_proxy(acc, spec)
     acc.tables.append(r.NftTable(host_ns, family(spec), table_name(spec.lab), render_table(spec)))
     acc.forward.append(r.ForwardAccess(host_ns, tuple(b.name for b in acc.bridges if b.ns == host_ns)))
+    vxlans = tuple(_vxlans(acc, spec))   # before the tuples below: they add to acc.up
     return r.Desired(
         lab=spec.lab, mode=mode, host_ns=host_ns, namespaces=tuple(acc.namespaces), bridges=tuple(acc.bridges),
         veths=tuple(acc.veths), up=tuple(acc.up), addresses=tuple(acc.addresses), routes=tuple(acc.routes),
         sysctls=tuple(acc.sysctls), tables=tuple(acc.tables), forward=tuple(acc.forward),
         services=tuple(acc.services), impairments=tuple(acc.impairments), nodes=acc.nodes, uplink=spec.uplink.name,
-        ipv6=spec.ipv6, networks=acc.networks, vxlans=tuple(_vxlans(acc, spec)), host_name=spec.host_name,
+        ipv6=spec.ipv6, networks=acc.networks, vxlans=vxlans, host_name=spec.host_name,
     )
 
 

@@ -92,6 +92,7 @@ def wanted_devices(p, d: Desired) -> list[tuple[str | None, str]]:
     skip = scenery(p, d)
     want = {(b.ns, b.name): None for b in d.bridges if b.ns not in skip}
     want.update({(e.ns, e.name): None for v in d.veths for e in v.ends if e.ns not in skip})
+    want.update({(x.ns, x.name): None for x in d.vxlans})   # a network's way to the other lab hosts
     if d.uplink:
         want[(d.host_ns, d.uplink)] = None
     return list(want)

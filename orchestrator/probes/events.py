@@ -73,12 +73,15 @@ class Hop:
     reason: str = ""
     function: str = ""
     out_interface: str = ""
+    encap: str = ""            # the VXLAN hop of a lab across hosts: "vxlan vni 4096 192.168.0.11 → 192.168.0.12"
 
     def as_dict(self, t0: int, prev: int) -> dict:
         d = {"ts_ns": self.ts, "t_us": round((self.ts - t0) / 1000, 3), "delta_us": round((self.ts - prev) / 1000, 3),
              "node": self.node, "interface": self.interface, "hook": self.hook}
         if self.out_interface:
             d["out_interface"] = self.out_interface
+        if self.encap:
+            d["encap"] = self.encap
         if self.tuple:
             d["tuple"] = self.tuple
             if self.inferred:
@@ -200,6 +203,9 @@ class Assembler:
             key = packet_key(e.t)
             hook = "tc_" + points.TC_POINTS.get(e.point, "?")
             hop = Hop(e.ts, K_TC, node, dev, hook, t, e.len)
+            if e._pad == 1:   # tc_points.c vxlan_inner: the packet inside a VXLAN one on the underlay
+                hop.encap = (f"vxlan vni {e.reason} {ip(e.location >> 32)}"
+                             f" → {ip(e.location & 0xFFFFFFFF)}")
             if key not in self.open:
                 # hops a netfilter probe saw in this node before it could tell which packet
                 # (no tuple: lockdown) belong to the packet that now shows itself here
@@ -303,6 +309,8 @@ def render(p: Packet, n: int) -> str:
         extra = ""
         if h.get("out_interface"):
             extra += f" → {h['out_interface']}"
+        if h.get("encap"):
+            extra += f"  ({h['encap']})"
         if h.get("rewrite"):
             extra += f"  {h['rewrite']}" + (" (seen at the next hop)" if h.get("tuple_inferred") else "")
         if h.get("drop_reason"):

@@ -73,7 +73,7 @@ def query(url: str, expr: str) -> list:
 
 def substitute(expr: str, instance: str) -> str:
     return (expr.replace("$instance", instance.replace(".", "\\\\.")).replace("$node", ".*")
-            .replace("$network", ".*").replace("$family", ".*")
+            .replace("$network", ".*").replace("$family", ".*").replace("$host", ".*")
             .replace("$__rate_interval", "15s").replace("$__range", "5m").replace("$__interval", "2s"))
 
 

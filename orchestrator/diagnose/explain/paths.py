@@ -58,6 +58,7 @@ class Topology:
         self.isolated = isolated        # bridge -> network: the lab's networks, isolated from each other
         self.internal = internal        # bridges of internal networks
         self.forwarders = forwarders    # namespaces that forward (ip_forward desired)
+        self.stretched: list = []       # a host's part of a lab across hosts: networks the other hosts share
 
     def lookup(self, ns: str | None, dst) -> tuple[str, object] | None:
         best = None
@@ -99,6 +100,9 @@ class Topology:
             hop = self.owner.get(nxt)
             if hop is None:
                 if p.exits:  # beyond the lab (host mode: the admin's network)
+                    return p
+                if any(nxt.version == net.version and nxt in net for net in self.stretched):
+                    p.delivered = True   # on another lab host, behind the network's VXLAN port
                     return p
                 return self._stop(p, "no_route", f"{node} sends to {nxt} by {dev}, and nothing in the lab has "
                                   "that address")
@@ -145,4 +149,6 @@ def topology(spec, d: Desired) -> Topology:
     isolated = {n.bridge: n.name for n in spec.networks}
     internal = {n.bridge for n in spec.networks if n.internal}
     fwd = {s.ns for s in d.sysctls if s.key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding") and s.value == "1"}
-    return Topology(d, masq, isolated, internal, fwd)
+    t = Topology(d, masq, isolated, internal, fwd)
+    t.stretched = [s for n in spec.networks if n.peers for s in (n.subnet, n.subnet6) if s is not None]
+    return t

@@ -129,6 +129,11 @@ async def static(flow: Flow, spec: Spec, d: Desired, up: str) -> list[Finding]:
     order = on_path(flow, d)
     fwd, back = design(spec, d, flow)
     devs = path_devices(d, fwd, back)
+    if flow.dst_node is None:   # a lab across hosts: an address on a stretched network is behind its VXLAN port
+        t = ipaddress.ip_address(flow.target_addr) if flow.target_addr else None
+        for n in spec.networks:
+            if n.peers and t is not None and n.subnet is not None and t in n.subnet:
+                devs |= {(x.ns, x.name) for x in d.vxlans if x.master == n.bridge}
     for ns, _dev in devs:   # a bridged flow crosses the host's bridge and ports without being routed there
         order.setdefault(ns, 1)
     eng = Engine(d, "explain")
