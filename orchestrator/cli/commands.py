@@ -167,6 +167,11 @@ def cmd_down(args, spec: Spec) -> int:
 
     lab = spec.lab if args.lab is None else args.lab
     naming.check_lab(lab)
+    rd = naming.run_dir()
+    if "." not in lab and os.path.isdir(rd) and any(n.startswith(lab + ".") for n in os.listdir(rd)):
+        from . import multihost   # a lab across hosts: its hosts' parts too
+        args.lab = lab
+        return multihost._down(args, spec)
     with LabLock(lab, "down"):
         done = asyncio.run(teardown(lab))
     if args.json:
