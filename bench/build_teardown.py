@@ -125,14 +125,73 @@ def bridgelab_cli(n: int) -> tuple[float, float]:
     return up, down
 
 
+CNI_PATH = "/usr/lib/cni"   # Debian's containernetworking-plugins
+CNI_BRIDGE = {"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cni0", "isGateway": True,
+              "ipMasq": True, "hairpinMode": True}
+
+
+def _cni(plugin: str, cmd: str, cid: str, netns_name: str, conf: dict, host_ns: str) -> dict:
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "CNI_COMMAND": cmd, "CNI_CONTAINERID": cid,
+           "CNI_NETNS": f"/run/netns/{netns_name}", "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH}
+    r = subprocess.run(["ip", "netns", "exec", host_ns, os.path.join(CNI_PATH, plugin)], input=json.dumps(conf),
+                       capture_output=True, text=True, env=env, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"CNI {plugin} {cmd} {cid}: {r.stdout or r.stderr}")
+    return json.loads(r.stdout) if r.stdout.strip() else {}
+
+
+def cni_method(n: int) -> tuple[float, float]:
+    """What a user would script instead: the standard CNI plugins, bridge then portmap chained
+    with prevResult, ADD for each container in its own namespace and DEL again, all inside a
+    namespace playing the host (ipMasq and portmap write that namespace's iptables)."""
+    tag = secrets.token_hex(3)
+    host = f"blc-{tag}-host"
+    data = tempfile.mkdtemp(prefix=f"blc-{tag}-")
+    bridge = {**CNI_BRIDGE, "ipam": {"type": "host-local", "subnet": "10.88.0.0/16", "dataDir": data}}
+    ports = {1: [{"hostPort": 8888, "containerPort": 80, "protocol": "tcp"}],
+             2: [{"hostPort": 9999, "containerPort": 80, "protocol": "tcp"}]}
+
+    def up():
+        subprocess.run(["ip", "netns", "add", host], check=True)
+        subprocess.run(["ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        for i in range(1, n + 1):
+            ns = f"blc-{tag}-c{i}"
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            prev = _cni("bridge", "ADD", f"c{i}", ns, bridge, host)
+            pm = {"cniVersion": "1.0.0", "name": "bench", "type": "portmap", "capabilities": {"portMappings": True},
+                  "runtimeConfig": {"portMappings": ports.get(i, [])}, "prevResult": prev}
+            _cni("portmap", "ADD", f"c{i}", ns, pm, host)
+
+    def down():
+        for i in range(n, 0, -1):
+            ns = f"blc-{tag}-c{i}"
+            pm = {"cniVersion": "1.0.0", "name": "bench", "type": "portmap", "capabilities": {"portMappings": True},
+                  "runtimeConfig": {"portMappings": ports.get(i, [])}}
+            _cni("portmap", "DEL", f"c{i}", ns, pm, host)
+            _cni("bridge", "DEL", f"c{i}", ns, bridge, host)
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+        subprocess.run(["ip", "netns", "del", host], check=True)
+    try:
+        t_up = timed(up)
+        t_down = timed(down)
+    finally:   # whatever a failure left: only our own blc-<tag>-* namespaces and data dir
+        for name in [x for x in os.listdir("/run/netns") if x.startswith(f"blc-{tag}-")]:
+            subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", data])
+    return t_up, t_down
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 200])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-cni", action="store_true", help="leave out the CNI plugins column")
     args = ap.parse_args()
+    cni = not args.no_cni and os.path.exists(os.path.join(CNI_PATH, "bridge"))
     out = {"machine": {"nproc": os.cpu_count(), "kernel": os.uname().release}, "results": []}
     for n in args.sizes:
-        rows = {"seed_up": [], "seed_down": [], "engine_up": [], "engine_down": [], "cli_up": [], "cli_down": []}
+        rows = {"seed_up": [], "seed_down": [], "engine_up": [], "engine_down": [], "cli_up": [], "cli_down": [],
+                **({"cni_up": [], "cni_down": []} if cni else {})}
         actions = 0
         for _ in range(args.repeat):  # interleaved, so drift in machine load hits both alike
             u, d = seed_method(n)
@@ -144,12 +203,18 @@ def main() -> None:
             u, d = bridgelab_cli(n)
             rows["cli_up"].append(u)
             rows["cli_down"].append(d)
+            if cni:
+                u, d = cni_method(n)
+                rows["cni_up"].append(u)
+                rows["cni_down"].append(d)
         med = {k: round(statistics.median(v), 4) for k, v in rows.items()}
         out["results"].append({
             "containers": n, "repeat": args.repeat, "median_seconds": med, "engine_actions": actions,
             "speedup_up_engine": round(med["seed_up"] / med["engine_up"], 1),
             "speedup_up_cli": round(med["seed_up"] / med["cli_up"], 1),
             "speedup_down_cli": round(med["seed_down"] / med["cli_down"], 1),
+            **({"speedup_up_cli_over_cni": round(med["cni_up"] / med["cli_up"], 1),
+                "speedup_down_cli_over_cni": round(med["cni_down"] / med["cli_down"], 1)} if cni else {}),
         })
     print(json.dumps(out, indent=1))
 

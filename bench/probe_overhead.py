@@ -45,6 +45,17 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
+def udp_small(lab: str, seconds: float) -> dict:
+    """64-byte UDP datagrams as fast as the sender can (iperf3 -b 0): packets per second that
+    arrive, and the sender host's CPU (iperf3's own count)."""
+    cmd = ["ip", "netns", "exec", f"bl-{lab}-container1", "iperf3", "-c", UPSTREAM, "-t", str(seconds), "-J", "-u",
+           "-l", "64", "-b", "0"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 20).stdout)
+    s = out["end"]["sum"]
+    return {"pps": (s["packets"] - s["lost_packets"]) / s["seconds"],
+            "sender_cpu_percent": out["end"]["cpu_utilization_percent"]["host_total"]}
+
+
 def iperf(lab: str, seconds: float, udp_pps: int = 0) -> dict:
     cmd = ["ip", "netns", "exec", f"bl-{lab}-container1", "iperf3", "-c", UPSTREAM, "-t", str(seconds), "-J"]
     if udp_pps:
@@ -160,6 +171,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--rates", type=int, nargs="*", default=[2000, 5000, 10000, 20000, 40000])
+    ap.add_argument("--no-udp", action="store_true", help="leave out the 64-byte UDP packet-rate runs")
     ap.add_argument("--modes", nargs="+", default=["none", "metrics", "trace", "tcpdump"],
                     choices=["none", "metrics", "trace", "tcpdump"], help="none is always run: the baseline")
     args = ap.parse_args()
@@ -181,10 +193,16 @@ def main():
         d = plan.desired(spec.load(path), "sandbox")
         modes = ["none"] + [m for m in args.modes if m != "none"]
         bps = {m: [] for m in modes}
+        pps: dict = {m: [] for m in modes}
+        cpu: dict = {m: [] for m in modes}
         for _ in range(args.repeat):
             for m in modes:
                 with Mode(m, lab, d, path):
                     bps[m].append(iperf(lab, args.seconds)["bps"])
+                    if not args.no_udp:
+                        u = udp_small(lab, args.seconds)
+                        pps[m].append(u["pps"])
+                        cpu[m].append(u["sender_cpu_percent"])
         med = {m: statistics.median(v) for m, v in bps.items()}
         result = {
             "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release},
@@ -195,6 +213,12 @@ def main():
             "ratio_to_none_median_of_rounds": {m: round(statistics.median(x / n for x, n in zip(v, bps["none"])), 3)
                                                for m, v in bps.items()},
             "runs_gbps": {m: [round(x / 1e9, 2) for x in v] for m, v in bps.items()},
+            **({"udp64": {
+                "pps_median": {m: round(statistics.median(v)) for m, v in pps.items()},
+                "ratio_to_none_median_of_rounds": {m: round(statistics.median(x / n for x, n in zip(v, pps["none"])), 3)
+                                                   for m, v in pps.items()},
+                "sender_cpu_percent_median": {m: round(statistics.median(v), 1) for m, v in cpu.items()},
+            }} if not args.no_udp else {}),
             "cost_per_run": cost_per_run(lab, d, args.seconds),
             "trace_event_rate": event_rate(lab, d, args.seconds, args.rates),
         }

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PKGS=(python3 python3-venv python3-bpfcc python3-nftables bpftool nftables iptables conntrack
           tcpdump iputils-ping iproute2 iperf3 curl procps linux-headers-amd64 prometheus graphviz chromium
-          traceroute)
+          traceroute containernetworking-plugins)   # CNI: a peer in bench/build_teardown.py
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

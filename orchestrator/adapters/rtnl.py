@@ -222,7 +222,7 @@ class Rtnl:
             async for msg in await h.link("dump"):
                 name = msg.get("ifname")
                 if name in names and msg["flags"] & IFF_UP and msg["flags"] & IFF_LOWER_UP \
-                        and msg.get("operstate") != "UP":
+                        and msg.get("operstate") not in ("UP", "UNKNOWN"):   # a VXLAN device stays UNKNOWN
                     out.add(name)
             return out
         return await self.call(ns, "link dump", go)
@@ -251,9 +251,11 @@ class Rtnl:
 
     async def _link_by_name(self, ns: str | None, name: str) -> dict:
         async def go(h, _):
-            async for m in await h.link("dump"):
-                if m.get("ifname") == name:
-                    return {"index": m["index"], "link": m.get("link")}
+            # read the whole dump: a reader that stops early leaves the rest of it in the
+            # socket, where it is taken for unsolicited replies later
+            found = [m async for m in await h.link("dump") if m.get("ifname") == name]
+            if found:
+                return {"index": found[0]["index"], "link": found[0].get("link")}
             raise NetlinkLost(f"{name} in {ns or 'the current netns'}: made, then not found")
         return await self.call(ns, f"find {name}", go)
 
@@ -330,9 +332,7 @@ class Rtnl:
     async def vxlan_info(self, ns: str | None, name: str) -> dict | None:
         """VNI, local address, port and underlay of a VXLAN device, or None."""
         async def go(h, _):
-            async for m in await h.link("dump"):
-                if m.get("ifname") != name:
-                    continue
+            for m in [m async for m in await h.link("dump") if m.get("ifname") == name]:   # the whole dump read
                 info = m.get_attr("IFLA_LINKINFO")
                 data = info.get_attr("IFLA_INFO_DATA") if info else None
                 if data is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
