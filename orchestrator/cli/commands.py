@@ -328,7 +328,11 @@ def cmd_drops(args, spec: Spec) -> int:
 def cmd_graph(args, spec: Spec) -> int:
     from ..lab import graph
 
-    desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
+    if spec.hosts:   # a lab across hosts: every host's part and the sandbox around them
+        from .multihost import union
+        desired = union(spec, [h.name for h in spec.hosts])
+    else:
+        desired = plan.desired(spec, plan.HOST if args.host else plan.SANDBOX)
     if args.json:
         print(json.dumps(graph.as_dict(spec, desired), indent=1))
     elif args.format in ("svg", "html"):

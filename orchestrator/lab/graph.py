@@ -37,6 +37,9 @@ def as_dict(spec: Spec, d: m.Desired) -> dict:
         "routers": [c.name for c in spec.containers if c.forwarding],
         "bridges": [{"node": ns_node.get(b.ns, "host"), "name": b.name, "network": b.network} for b in d.bridges],
         "links": edges, "addresses": addrs,
+        # a lab across hosts: each network's bridges on the hosts, joined over VXLAN
+        "vxlans": [{"node": ns_node.get(x.ns, "host"), "name": x.name, "vni": x.vni, "master": x.master,
+                    "local": str(x.local)} for x in d.vxlans],
         "ports": [{"host_port": p.host_port, "protocol": p.protocol, "to": f"{p.container}:{p.container_port}",
                    "host_ip": str(p.host_ip) if p.host_ip else None} for p in spec.ports],
     }
@@ -67,8 +70,8 @@ def mermaid(spec: Spec, d: m.Desired) -> str:
     for net in g["networks"]:
         out.append(f'  subgraph {_mid("net_" + net["name"])}["network {net["name"]}'
                    f'{" (internal)" if net["internal"] else ""}"]')
-        br = next(b for b in g["bridges"] if b["name"] == net["bridge"])
-        out.append(f'    {_mid(br["node"] + "_" + br["name"])}{{{{"{_label(g, br["node"], br["name"])}"}}}}')
+        for br in [b for b in g["bridges"] if b["name"] == net["bridge"]]:   # one per lab host across hosts
+            out.append(f'    {_mid(br["node"] + "_" + br["name"])}{{{{"{_label(g, br["node"], br["name"])}"}}}}')
         out.append("  end")
     for b in g["bridges"]:
         out.append(f'  {_mid(b["node"])} --- {_mid(b["node"] + "_" + b["name"])}')
@@ -77,9 +80,21 @@ def mermaid(spec: Spec, d: m.Desired) -> str:
         left = _mid(f'{a["node"]}_{a["master"]}') if a["master"] else _mid(a["node"])
         em = f' ({impairments(e["netem"])})' if e["netem"] else ""
         out.append(f'  {left} -- "{a["ifname"]} ⇄ {_label(g, b["node"], b["ifname"])}{em}" --- {_mid(b["node"])}')
+    for a, b in _vxlan_pairs(g):
+        out.append(f'  {_mid(a["node"] + "_" + a["master"])} -. "VXLAN vni {a["vni"]}" .- {_mid(b["node"] + "_" + b["master"])}')
     for p in g["ports"]:
         out.append(f'  %% publish {p["protocol"]}/{p["host_port"]} -> {p["to"]}')
     return "\n".join(out)
+
+
+def _vxlan_pairs(g: dict) -> list[tuple[dict, dict]]:
+    out = []
+    xs = g.get("vxlans", [])
+    for i, a in enumerate(xs):
+        for b in xs[i + 1:]:
+            if a["vni"] == b["vni"]:
+                out.append((a, b))
+    return out
 
 
 def dot(spec: Spec, d: m.Desired, state: dict | None = None) -> str:
@@ -93,10 +108,12 @@ def dot(spec: Spec, d: m.Desired, state: dict | None = None) -> str:
         shape = ", shape=ellipse" if n["node"] in g["routers"] else ""
         out.append(f'  {q(n["node"])} [label={q(n["node"] + NL + (n["ns"] or "current netns"))}{shape}{color}];')
     for net in g["networks"]:
-        br = next(b for b in g["bridges"] if b["name"] == net["bridge"])
+        brs = [b for b in g["bridges"] if b["name"] == net["bridge"]]   # one per lab host across hosts
         sub = " ".join(x for x in (net["subnet"], net["subnet6"]) if x)
+        inner = " ".join(f'{q(br["node"] + "/" + br["name"])} [shape=hexagon, label={q(br["node"] + ": " + _label(g, br["node"], br["name"]) if len(brs) > 1 else _label(g, br["node"], br["name"]))}];'
+                         for br in brs)
         out.append(f'  subgraph {q("cluster_" + net["name"])} {{ label={q("network " + net["name"] + (" (internal)" if net["internal"] else "") + NL + sub)}; '
-                   f'style=rounded; {q(br["node"] + "/" + br["name"])} [shape=hexagon, label={q(_label(g, br["node"], br["name"]))}]; }}')
+                   f'style=rounded; {inner} }}')
     for b in g["bridges"]:
         if not b["network"]:
             out.append(f'  {q(b["node"] + "/" + b["name"])} [shape=hexagon, label={q(_label(g, b["node"], b["name"]))}];')
@@ -108,6 +125,9 @@ def dot(spec: Spec, d: m.Desired, state: dict | None = None) -> str:
         style = ", color=darkorange, penwidth=2" if e["netem"] else ""
         ends = (a["ifname"] if a["master"] else _label(g, a["node"], a["ifname"])) + " = " + _label(g, b["node"], b["ifname"])
         out.append(f'  {q(left)} -- {q(b["node"])} [label={q(ends + em)}{style}];')
+    for a, b in _vxlan_pairs(g):
+        out.append(f'  {q(a["node"] + "/" + a["master"])} -- {q(b["node"] + "/" + b["master"])} '
+                   f'[label={q("VXLAN vni " + str(a["vni"]) + NL + a["local"] + " ⇄ " + b["local"])}, style=dotted, color=blue];')
     for p in g["ports"]:
         out.append(f'  // publish {p["protocol"]}/{p["host_port"]} -> {p["to"]}')
     out.append("}")
