@@ -256,3 +256,34 @@ def test_a_failure_during_a_heal_is_healing_then_a_violation_if_it_outlasts_it(m
         await c.round()
         assert m.registry.get_sample_value("bridgelab_expectation_ok", {"expectation": "c1-gateway"}) == 1
     aio.run(go())
+
+
+def test_shared_sysctl_registry_cannot_collide_with_a_lab_and_leaves_nothing(tmp_path, monkeypatch):
+    """A lab named "shared" once had the sysctl registry as its state dir, and each namespace
+    left an empty "{}" file behind after its last lab went."""
+    from orchestrator.lab.naming import LAB_RE
+    from orchestrator.reconcile import shared
+    monkeypatch.setenv("BRIDGELAB_RUN_DIR", str(tmp_path))
+    shared.claim("shared", "net.ipv4.ip_forward", "0")
+    shared.claim("other", "net.ipv4.ip_forward", "1")
+    (d,) = [p for p in tmp_path.iterdir()]
+    assert not LAB_RE.match(d.name)
+    assert shared.claimed("shared") == {"net.ipv4.ip_forward"}
+    assert shared.release("shared") == [("net.ipv4.ip_forward", None, ["other"])]
+    assert shared.release("other") == [("net.ipv4.ip_forward", "0", [])]
+    assert list(d.iterdir()) == []
+
+
+def test_shared_sysctl_registry_of_an_older_version_is_adopted(tmp_path, monkeypatch):
+    import json
+    from orchestrator.reconcile import shared
+    monkeypatch.setenv("BRIDGELAB_RUN_DIR", str(tmp_path))
+    old = tmp_path / "shared"
+    old.mkdir()
+    (old / f"sysctls-{shared.ns_identity()}.json").write_text(
+        json.dumps({"net.ipv4.ip_forward": {"original": "0", "labs": ["a"]}}))
+    assert shared.claimed("a") == {"net.ipv4.ip_forward"}
+    shared.claim("b", "net.ipv4.ip_forward", "1")
+    assert not old.exists()
+    assert shared.release("a") == [("net.ipv4.ip_forward", None, ["b"])]
+    assert shared.release("b") == [("net.ipv4.ip_forward", "0", [])]
