@@ -32,20 +32,23 @@ class ServiceFailed(RuntimeError):
     pass
 
 
-def start_time(pid: int) -> str | None:
+def start_time(pid: int, exited_too: bool = False) -> str | None:
+    """The process's start time (its identity with the pid); None once it exited, unless
+    EXITED_TOO (a zombie still has one: what start() records for a process that is already gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped: not running
+    if fields[0] in ("Z", "X") and not exited_too:  # exited, not yet reaped: not running
         return None
     return fields[19]
 
 
 def running(rec: dict | None) -> bool:
-    """The recorded process still runs (wherever it is)."""
-    return bool(rec) and start_time(rec["pid"]) == rec.get("start")
+    """The recorded process still runs (wherever it is). A record without a start time is not
+    running: a service that exited before start() read it once counted as running forever."""
+    return bool(rec) and rec.get("start") is not None and start_time(rec["pid"]) == rec["start"]
 
 
 def _ns_inode(pid: int) -> int | None:
@@ -120,7 +123,7 @@ def start(lab: str, svc: ServiceProc) -> dict:
         os.close(log)
     start = None
     for _ in range(100):  # /proc/PID/stat appears at fork; normally at once
-        start = start_time(proc.pid)
+        start = start_time(proc.pid, exited_too=True)
         if start:
             break
         time.sleep(0.001)
@@ -186,7 +189,8 @@ def _listening(ns: str | None, port: int, protocol: str = "tcp") -> bool:
 
 def stop(rec: dict, timeout: float = 2.0) -> None:
     pid = rec["pid"]
-    if start_time(pid) != rec["start"]:
+    if rec.get("start") is None or start_time(pid) != rec["start"]:
+        reap(pid)  # never signal a pid we cannot tell from a stranger that reused it
         return
     try:
         os.kill(pid, signal.SIGTERM)

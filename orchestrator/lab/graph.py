@@ -6,6 +6,7 @@ caller runs Graphviz and adds the live state."""
 from __future__ import annotations
 
 import html
+import re
 
 from . import resources as m
 from .spec import Spec
@@ -139,6 +140,9 @@ def page(spec: Spec, d: m.Desired, svg: str, state: dict | None = None) -> str:
     g = as_dict(spec, d)
     e = html.escape
     state = state or {}
+    # inline SVG in HTML5 needs no namespace declarations (the parser puts <svg> in the SVG
+    # namespace and knows xlink: attributes); without them the page holds no URL at all
+    svg = re.sub(r'\s+xmlns(?::xlink)?="[^"]*"', "", svg)
     rows = "".join(
         f"<tr><td>{e(n['node'])}</td><td>{e(n['ns'] or 'current netns')}</td>"
         f"<td class='{e(state.get(n['node'], 'unknown'))}'>{e(state.get(n['node'], 'unknown'))}</td>"

@@ -287,3 +287,28 @@ def test_shared_sysctl_registry_of_an_older_version_is_adopted(tmp_path, monkeyp
     assert not old.exists()
     assert shared.release("a") == [("net.ipv4.ip_forward", None, ["b"])]
     assert shared.release("b") == [("net.ipv4.ip_forward", "0", [])]
+
+
+def test_a_service_gone_before_its_start_time_is_read_is_not_running(tmp_path, monkeypatch):
+    """A command that exits at once could be a zombie before start() first read /proc/PID/stat;
+    it was recorded without a start time, and None == None made it 'running' for ever (an `up`
+    that said a failing service had started, seen once in a loaded CI run)."""
+    import asyncio
+    import time
+    from orchestrator.adapters import services
+    from orchestrator.lab.resources import ServiceProc
+    monkeypatch.setenv("BRIDGELAB_RUN_DIR", str(tmp_path))
+    real = services.start_time
+    def late(pid, exited_too=False):  # the first read comes after the exit, as on a busy machine
+        while exited_too and real(pid) is not None:
+            time.sleep(0.005)
+        return real(pid, exited_too)
+    monkeypatch.setattr(services, "start_time", late)
+    svc = ServiceProc(node="c", ns=None, name="c/sh", argv=("sh", "-c", "echo no config; exit 3"), cwd=str(tmp_path))
+    rec = services.start("t1", svc)
+    assert rec["start"] is not None
+    assert not services.running(rec)
+    with pytest.raises(services.ServiceFailed, match="exited at once: no config"):
+        asyncio.run(services.settle("t1", svc, rec))
+    import os
+    assert not services.running({"pid": os.getpid(), "start": None})

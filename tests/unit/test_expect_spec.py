@@ -106,3 +106,22 @@ def test_table_puts_failures_first_with_the_fix():
     assert "c1-gateway" in lines[0] and "✗" in lines[0]          # the first row
     assert "fix: sysctl -w net.ipv4.ip_forward=1" in text
     assert text.splitlines()[-1] == "1 of 3 failed, 1 skipped"
+
+
+def test_an_icmp_error_counts_only_when_it_quotes_our_echo():
+    """A raw ICMP socket receives every error its peer sends: one about another probe's TCP SYN
+    (seen in a matrix check) made a working path 'unreachable'."""
+    import struct
+    from orchestrator.diagnose.check.probe import _about
+    def v4(proto: int, inner: bytes) -> bytes:
+        outer = bytes([0x45]) + bytes(19)
+        quoted = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto]) + bytes(10)
+        return outer + struct.pack("!BBHI", 3, 1, 0, 0) + quoted + inner
+    echo = struct.pack("!BBHHH", 8, 0, 0, 4242, 1)
+    assert _about(v4(1, echo), 28, 4, 8, 4242)
+    assert not _about(v4(1, struct.pack("!BBHHH", 8, 0, 0, 4243, 1)), 28, 4, 8, 4242)  # another probe's echo
+    assert not _about(v4(6, struct.pack("!HHI", 40000, 8888, 0)), 28, 4, 8, 4242)      # a TCP SYN
+    assert not _about(v4(1, b""), 28, 4, 8, 4242)                                       # truncated
+    quoted6 = bytes(6) + bytes([58]) + bytes(33)
+    err6 = struct.pack("!BBHI", 1, 3, 0, 0) + quoted6 + struct.pack("!BBHHH", 128, 0, 0, 7, 1)
+    assert _about(err6, 8, 6, 128, 7) and not _about(err6, 8, 6, 128, 8)

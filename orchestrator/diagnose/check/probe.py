@@ -70,15 +70,38 @@ def icmp(ns: str | None, addr: str, timeout: float = 1.0) -> Outcome:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([s], [], [], left)[0]:
                 return Outcome("timeout", time.monotonic() - t0, 1, ident, src)
-            data = s.recv(2048)
+            try:
+                data = s.recv(2048)
+            except OSError as e:   # a router's "unreachable" about our echo, as the socket's error
+                return Outcome(_errno_state(e), time.monotonic() - t0, 1, ident, src)
             icmp_at = 0 if fam == 6 else (data[0] & 0x0F) * 4   # raw IPv4 sockets get the IP header too
+            if len(data) < icmp_at + 8:
+                continue
             typ, _code, _c, rid, _seq = struct.unpack_from("!BBHHH", data, icmp_at)
             if typ == rep and rid == ident:
                 return Outcome("replied", time.monotonic() - t0, 1, ident, src)
-            if typ in ((3, 11) if fam == 4 else (1, 3)):   # unreachable / time exceeded about ours
+            if typ in ((3, 11) if fam == 4 else (1, 3)) and _about(data, icmp_at + 8, fam, req, ident):
                 return Outcome("unreachable", time.monotonic() - t0, 1, ident, src)
     finally:
         s.close()
+
+
+def _about(data: bytes, at: int, fam: int, req: int, ident: int) -> bool:
+    """An ICMP error is about our echo only if the packet it quotes is: every error the
+    destination sends reaches a raw socket (a matrix check once took one about another probe's
+    packet for its own and called a working path unreachable)."""
+    if fam == 4:
+        if len(data) < at + 20 or data[at + 9] != socket.IPPROTO_ICMP:
+            return False
+        inner = at + (data[at] & 0x0F) * 4
+    else:
+        if len(data) < at + 40 or data[at + 6] != socket.IPPROTO_ICMPV6:
+            return False
+        inner = at + 40
+    if len(data) < inner + 6:
+        return False
+    typ, _code, _c, rid = struct.unpack_from("!BBHH", data, inner)
+    return typ == req and rid == ident
 
 
 def tcp(ns: str | None, addr: str, port: int, timeout: float = 1.5) -> Outcome:
