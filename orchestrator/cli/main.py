@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd != "run":
         # `bridgelab status | head -1`: a closed pipe ends us quietly, as it ends cat or grep
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    logs.configure(os.environ.get("BRIDGELAB_LOG_LEVEL", "info" if args.cmd == "run" else "warning"))
+    logs.configure(os.environ.get("BRIDGELAB_LOG_LEVEL", "info" if args.cmd == "run" else "warning"),
+                   eager=args.cmd == "run")
     try:
         spec = specmod.load(args.file)
     except specmod.SpecError as e:
