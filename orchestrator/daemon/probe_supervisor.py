@@ -63,9 +63,11 @@ class ProbeSupervisor:
                 log.error("probe not attached", probe=name, reason=fam.reason)
             elif fam.degraded:
                 log.warning("probe degraded", probe=name, reason=fam.degraded)
+        from ..probes import memory
+        mem = await asyncio.to_thread(memory.release)   # the compiler is done: give its memory back
         log.info("probes ready", attached=p.attached(), links=sum(len(a.fds) for a in [*p.tc.values(), *p.nf.values()]),
                  errors=p.attach_errors or None, read_packet=p.read_packet,
-                 seconds=round(time.monotonic() - t0, 3))
+                 seconds=round(time.monotonic() - t0, 3), memory=mem)
 
     def after_pass(self, res) -> None:
         if self.probes is not None and (res.actions or self.probes.attach_errors):

@@ -7,6 +7,7 @@ qdisc, a filter or bpffs.
 from __future__ import annotations
 
 import ctypes
+from functools import lru_cache
 import os
 import socket
 import struct
@@ -33,10 +34,16 @@ def _bpf(cmd: int, attr: bytes) -> int:
     return fd
 
 
+@lru_cache(maxsize=1)
+def _attach_types() -> dict[str, int]:
+    return btf.kernel().enum("bpf_attach_type")
+
+
 def attach_type(name: str) -> int:
-    """The kernel's own value for BPF_TCX_INGRESS and friends (from its BTF, not a header)."""
+    """The kernel's own value for BPF_TCX_INGRESS and friends (from its BTF, not a header).
+    Kept apart from the parsed BTF, which the daemon frees once its probes are built."""
     try:
-        return btf.kernel().enum("bpf_attach_type")[name]
+        return _attach_types()[name]
     except KeyError:
         raise OSError(95, f"this kernel has no {name}") from None
 
@@ -78,9 +85,14 @@ def prog_stats(prog_fd: int) -> tuple[int, int]:
     info = ctypes.create_string_buffer(256)
     attr = struct.pack("<IIQ", prog_fd, 256, ctypes.addressof(info))
     _bpf(15, attr)  # BPF_OBJ_GET_INFO_BY_FD
+    at_time, at_cnt = _stats_offsets()
+    return struct.unpack_from("<Q", info.raw, at_time)[0], struct.unpack_from("<Q", info.raw, at_cnt)[0]
+
+
+@lru_cache(maxsize=1)
+def _stats_offsets() -> tuple[int, int]:
     b = btf.kernel()
-    return (struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_time_ns")[0])[0],
-            struct.unpack_from("<Q", info.raw, b.member("bpf_prog_info", "run_cnt")[0])[0])
+    return b.member("bpf_prog_info", "run_time_ns")[0], b.member("bpf_prog_info", "run_cnt")[0]
 
 
 _BPF_MAP_LOOKUP_BATCH = 24
