@@ -175,8 +175,8 @@ class Bench:
                 try:
                     if await restored():
                         t_restored = time.perf_counter() - t0
-                except Exception:
-                    pass
+                except Exception as e:  # the namespace mid-creation: look again
+                    print(f"restored? {time.perf_counter() - t0:.3f}: {type(e).__name__}: {e}", file=sys.stderr)
             if t_restored is not None and icmp_echo(self.ns(src), dst):
                 return t_restored, time.perf_counter() - t0
             await asyncio.sleep(0.001)

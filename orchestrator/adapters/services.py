@@ -152,6 +152,12 @@ async def settle(lab: str, svc: ServiceProc, rec: dict, timeout: float = 5.0) ->
             tail = _tail(lab, svc.name)
             raise ServiceFailed(f"{svc.name} exited at once" + (f": {tail}" if tail else "")
                                 + f" (log: {log_path(lab, svc.name)})")
+        if svc.ns is not None and not alive(rec, svc.ns):
+            # the namespace was deleted (or made anew) while the service started: waiting out
+            # the timeout held the daemon's pass, and every repair behind it, for 5 s (a
+            # container namespace deleted twice in a row, bench/heal_latency.py); the pass
+            # fails now and the next one, already rung, starts it in the new namespace
+            raise ServiceFailed(f"{svc.name}: its namespace {svc.ns} went away while it started")
         if svc.port and _listening(svc.ns, svc.port, svc.protocol):
             return
         if time.monotonic() > deadline:
