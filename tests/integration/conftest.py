@@ -15,17 +15,23 @@ from tests.conftest import ROOT, wait_for
 
 
 class DaemonProc:
-    def __init__(self, lab, *extra, env=None):
-        self.lab = lab
-        self.log_path = os.path.join(os.path.dirname(lab.path), f"{lab.name}-daemon-{time.monotonic_ns()}.log")
+    stop_timeout = 10
+
+    def __init__(self, lab, *extra, env=None, host=None, ready_timeout=20):
+        """HOST: one lab host's daemon of a lab across hosts (`run --as HOST`)."""
+        self.lab, self.host = lab, host
+        self.log_path = os.path.join(os.path.dirname(lab.path),
+                                     f"{lab.name}-{host or 'daemon'}-{time.monotonic_ns()}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "run", "-f", lab.path, "--metrics-addr", "127.0.0.1:0", *extra],
+            [sys.executable, "-m", "orchestrator", "run", "-f", lab.path, *(("--as", host) if host else ()),
+             "--metrics-addr", "127.0.0.1:0", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "BRIDGELAB_LOG_LEVEL": "info", **(env or {})})
-        info = f"/run/bridgelab/{lab.name}/daemon.json"
-        ok = wait_for(lambda: self.proc.poll() is not None or (os.path.exists(info) and self.ready()), timeout=20)
-        assert ok and self.proc.poll() is None, f"daemon did not become ready:\n{self.text()}"
+        info = f"/run/bridgelab/{lab.name}{'.' + host if host else ''}/daemon.json"
+        ok = wait_for(lambda: self.proc.poll() is not None or (os.path.exists(info) and self.ready()),
+                      timeout=ready_timeout)
+        assert ok and self.proc.poll() is None, f"daemon did not become ready:\n{self.text()[-3000:]}"
         self.port = json.load(open(info))["metrics_port"]
 
     def ready(self) -> bool:
@@ -56,7 +62,8 @@ class DaemonProc:
         return sum(v for k, v in self.metrics().items()
                    if k.startswith("bridgelab_heal_actions_total") and 'outcome="applied"' in k)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10) -> int | None:
+    def stop(self, sig=signal.SIGTERM, timeout=None) -> int | None:
+        timeout = timeout or self.stop_timeout
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

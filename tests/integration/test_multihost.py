@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 import yaml
 
 from tests.conftest import MADE, ROOT, example, sh, unique_lab, wait_for
 from tests.integration.capture import Capture
+from tests.integration.conftest import DaemonProc
 from tests.integration.test_observability import free_port, metric, query
 
 pytestmark = pytest.mark.kernel
@@ -66,46 +65,12 @@ class MultiLab:
         return {e["dst"] for e in fdb if e.get("mac") == "00:00:00:00:00:00"}
 
 
-class HostDaemon:
+class HostDaemon(DaemonProc):
     """`bridgelab run --as HOST`, stopped by its pid."""
+    stop_timeout = 15
 
     def __init__(self, lab: MultiLab, host: str, *extra):
-        self.lab, self.host = lab, host
-        self.log_path = os.path.join(os.path.dirname(lab.path), f"{lab.name}-{host}-{time.monotonic_ns()}.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "-f", lab.path, "--as", host,
-                                      "--metrics-addr", "127.0.0.1:0", *extra], stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
-        info = f"/run/bridgelab/{lab.name}.{host}/daemon.json"
-        ok = wait_for(lambda: self.proc.poll() is not None or (os.path.exists(info) and self.ready()), timeout=30)
-        assert ok and self.proc.poll() is None, open(self.log_path).read()[-3000:]
-        self.port = json.load(open(info))["metrics_port"]
-
-    def events(self) -> list[dict]:
-        out = []
-        for line in open(self.log_path):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def ready(self) -> bool:
-        return any(e.get("event") == "ready" for e in self.events())
-
-    def metrics(self) -> dict[str, float]:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-        return {k: float(v) for k, _, v in (x.rpartition(" ") for x in body.splitlines() if x and x[0] != "#")}
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        super().__init__(lab, *extra, host=host, ready_timeout=30)
 
 
 @pytest.fixture

@@ -104,14 +104,20 @@ def _about(data: bytes, at: int, fam: int, req: int, ident: int) -> bool:
     return typ == req and rid == ident
 
 
-def tcp(ns: str | None, addr: str, port: int, timeout: float = 1.5) -> Outcome:
+def _socket(ns: str | None, addr: str, kind: int, timeout: float) -> tuple[socket.socket, int]:
+    """A socket of ADDR's family made in NS (the namespace a socket is made in is its own)."""
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    t0 = time.monotonic()
     with netns.entered(ns):
-        s = socket.socket(fam, socket.SOCK_STREAM)
+        s = socket.socket(fam, kind)
+    s.settimeout(timeout)
+    return s, fam
+
+
+def tcp(ns: str | None, addr: str, port: int, timeout: float = 1.5) -> Outcome:
+    t0 = time.monotonic()
+    s, fam = _socket(ns, addr, socket.SOCK_STREAM, timeout)
     # closed with a FIN, not a reset: a server reading its request sees an end, not an error
     # in its log (the source keeps a TIME_WAIT socket; the lab's conntrack entry is deleted)
-    s.settimeout(timeout)
     sport, src = 0, ""
     try:
         s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
@@ -140,11 +146,8 @@ def tcp(ns: str | None, addr: str, port: int, timeout: float = 1.5) -> Outcome:
 def udp(ns: str | None, addr: str, port: int, timeout: float = 1.0) -> Outcome:
     """A request that wants a reply: a UDP service that answers works; ICMP port unreachable
     (ECONNREFUSED on a connected socket) is refused; silence is a timeout."""
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     t0 = time.monotonic()
-    with netns.entered(ns):
-        s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
+    s, _fam = _socket(ns, addr, socket.SOCK_DGRAM, timeout)
     sport, src = 0, ""
     try:
         s.connect((addr, port))
