@@ -27,19 +27,22 @@ def rss_kib() -> int:
     return 0
 
 
-def release() -> dict:
+def release(first: bool = True) -> dict:
     """malloc_trim, then page out the compiler libraries' read-only mappings: RSS before and
-    after, and what failed (never raises: the probes run the same either way)."""
+    after, and what failed (never raises: the probes run the same either way). FIRST (once the
+    probes are built) also lets the parsed BTF go, with a gc pass; later calls (after a sync
+    loaded program copies) skip that: a full gc holds the GIL for tens of ms."""
     before = rss_kib()
-    # the parsed kernel BTF (~150k types as tuples) is only needed to build the probes; what
-    # later steps read of it (attach types, stats offsets, reason names) is cached apart
-    from . import btf
-    from . import links, reasons
-    links._attach_types()
-    links._stats_offsets()
-    reasons.reason_names()
-    btf.kernel.cache_clear()
-    gc.collect()
+    if first:
+        # the parsed kernel BTF (~150k types as tuples) is only needed to build the probes; what
+        # later steps read of it (attach types, stats offsets, reason names) is cached apart
+        from . import btf
+        from . import links, reasons
+        links._attach_types()
+        links._stats_offsets()
+        reasons.reason_names()
+        btf.kernel.cache_clear()
+        gc.collect()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.malloc_trim(0)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
