@@ -12,9 +12,7 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,43 +30,15 @@ from orchestrator.lab import spec  # noqa: E402
 from orchestrator.adapters import nft, sysctl  # noqa: E402
 from orchestrator.adapters.rtnl import Rtnl  # noqa: E402
 from orchestrator.reconcile.engine import Engine  # noqa: E402
+from orchestrator.diagnose.check import probe  # noqa: E402
 
 
 def icmp_echo(ns: str, dst: str, timeout: float = 0.02) -> bool:
-    """One echo request from inside NS; True if answered within TIMEOUT."""
+    """One echo request from inside NS; True if answered within TIMEOUT (check's own probe)."""
     try:
-        with netns.entered(ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    except OSError:
+        return probe.icmp(ns, dst, timeout).works
+    except OSError:   # the namespace is gone or being made
         return False
-    try:
-        ident = os.getpid() & 0xFFFF
-        payload = b"bridgelab"
-        hdr = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-        csum = _checksum(hdr + payload)
-        s.sendto(struct.pack("!BBHHH", 8, 0, csum, ident, 1) + payload, (dst, 0))
-        s.settimeout(timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data, addr = s.recvfrom(2048)
-            ihl = (data[0] & 0xF) * 4
-            typ, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-            if typ == 0 and rid == ident and addr[0] == dst:
-                return True
-    except (OSError, socket.timeout):
-        return False
-    finally:
-        s.close()
-    return False
-
-
-def _checksum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    s = (s >> 16) + (s & 0xFFFF)
-    s += s >> 16
-    return ~s & 0xFFFF
 
 
 class Bench:

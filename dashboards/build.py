@@ -21,6 +21,11 @@ def rate(metric: str, by: str, sel: str = "", fn: str = "rate", window: str = "$
     return f"sum({fn}({metric}{{{s}}}[{window}])) by ({by})"
 
 
+def quantiles(histogram: str, *qs: float) -> list[tuple[str, str]]:
+    """One target per quantile of HISTOGRAM (its _bucket series), legend p50, p95, ..."""
+    return [(f"histogram_quantile({q}, {rate(histogram + '_bucket', 'le')})", f"p{round(q * 100)}") for q in qs]
+
+
 def panel(title, expr, unit, kind="timeseries", legend="", desc="", w=12, h=8, extra=None):
     p = {"type": kind, "title": title, "description": desc, "datasource": DS,
          "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
@@ -84,10 +89,7 @@ OVERVIEW = dashboard("bridgelab-overview", "bridgelab / Overview", [
           "{{kind}} {{state}}", "What the lab manages; state=drift only with --no-heal", w=12),
     panel("Heals", rate("bridgelab_heal_actions_total", "kind, outcome"), "ops", legend="{{kind}} {{outcome}}",
           desc="Repair actions per second by resource kind and outcome"),
-    panel("Heal duration (p50, p95)", [
-        (f"histogram_quantile(0.5, sum(rate(bridgelab_heal_duration_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p50"),
-        (f"histogram_quantile(0.95, sum(rate(bridgelab_heal_duration_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p95")],
-          "s", desc="From the first sign of drift to the lab whole again"),
+    panel("Heal duration (p50, p95)", quantiles("bridgelab_heal_duration_seconds", 0.5, 0.95), "s", desc="From the first sign of drift to the lab whole again"),
     panel("Drops by reason", rate("bridgelab_drops_total", "reason"), "pps", legend="{{reason}}",
           desc="Lab packets the kernel dropped; open the Drops dashboard for where"),
     panel("Throughput per node", rate("bridgelab_datapath_bytes_total", "node", 'hook=~"tc_egress"') + " * 8", "bps",
@@ -120,10 +122,7 @@ EXPECT = dashboard("bridgelab-expectations", "bridgelab / Expectations", [
     panel("Why they fail (explain)", f"max by (instance, expectation, cause, verdict, fix) "
           f"(bridgelab_expectation_failing_info{{{I}}}) or max by (instance) (bridgelab_build_info{{{I}}}) * 0",
           "short", "table", desc="explain's verdict and fix for each failing expectation (empty: all hold)", w=12),
-    panel("Probe time (p50, p99)", [
-        (f"histogram_quantile(0.5, sum(rate(bridgelab_expectation_probe_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p50"),
-        (f"histogram_quantile(0.99, sum(rate(bridgelab_expectation_probe_seconds_bucket{{{I}}}[$__rate_interval])) by (le))", "p99")],
-          "s", desc="One expectation's probe (an echo, a connect, a request)"),
+    panel("Probe time (p50, p99)", quantiles("bridgelab_expectation_probe_seconds", 0.5, 0.99), "s", desc="One expectation's probe (an echo, a connect, a request)"),
     panel("Check traffic", rate("bridgelab_expectation_probe_packets_total", "instance"), "pps", legend="{{instance}}",
           desc="Packets the checks send (counted in the datapath panels too)"),
 ])

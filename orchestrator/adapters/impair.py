@@ -89,8 +89,11 @@ class NetemDriver:
         _tc(imp.ns, "qdisc", "replace", "dev", imp.dev, "root", "netem", *netem_args(imp.netem))
 
     def clear(self, ns: str | None, dev: str, lab: str) -> None:
-        subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True,
-                       preexec_fn=netns.setns_child(ns))
+        _del_root_qdisc(ns, dev)
+
+
+def _del_root_qdisc(ns: str | None, dev: str) -> None:
+    subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, preexec_fn=netns.setns_child(ns))
 
 
 class DelayLineDriver:
@@ -123,8 +126,7 @@ class DelayLineDriver:
         if em.rate_bps:
             _tc(imp.ns, "qdisc", "replace", "dev", imp.dev, "root", "tbf", *tbf_args(em.rate_bps))
         else:
-            subprocess.run(["tc", "qdisc", "del", "dev", imp.dev, "root"], capture_output=True,
-                           preexec_fn=netns.setns_child(imp.ns))
+            _del_root_qdisc(imp.ns, imp.dev)
         for ns, tag, chain, match in self.rules_of(imp):
             remove_rules(ns, lab, tag)
             if self.queued(em):
@@ -134,8 +136,7 @@ class DelayLineDriver:
                           "--queue-num", str(queue_of(ns, tag)), "--queue-bypass"], ns)
 
     def clear(self, ns: str | None, dev: str, lab: str) -> None:
-        subprocess.run(["tc", "qdisc", "del", "dev", dev, "root"], capture_output=True,
-                       preexec_fn=netns.setns_child(ns))
+        _del_root_qdisc(ns, dev)
 
 
 def _our_rules(tool: str, ns: str | None, comment: str, tag: str | None = None) -> list[str]:
@@ -150,7 +151,7 @@ def _our_rules(tool: str, ns: str | None, comment: str, tag: str | None = None) 
     return out
 
 
-_seen: dict[tuple, tuple[str, set[str]]] = {}
+_seen: dict[tuple, tuple[tuple[int, str], set[str]]] = {}
 
 
 def queue_rules(ns: str | None, lab: str) -> set[str]:
@@ -163,14 +164,14 @@ def queue_rules(ns: str | None, lab: str) -> set[str]:
         fp = re.sub(r'"counter": \{[^}]*\}', "", fp)  # counters move with every packet
     except nft.NftError:
         fp = ""
-    key = (ns, lab, netns.inode(ns))
-    hit = _seen.get(key)
-    if hit is not None and hit[0] == fp:
+    key, ino = (ns, lab), netns.inode(ns)
+    hit = _seen.get(key)   # one entry per namespace name: a namespace made anew replaces it
+    if hit is not None and hit[0] == (ino, fp):
         return set(hit[1])
     comment = COMMENT.format(lab=lab)
     tags = {m.group(1) for line in _our_rules("iptables", ns, comment)
             for m in [re.search(re.escape(comment) + r':([^"\s]+)', line)] if m}
-    _seen[key] = (fp, tags)
+    _seen[key] = ((ino, fp), tags)
     return set(tags)
 
 

@@ -94,8 +94,9 @@ def exists(name: str) -> bool:
         return False
 
 
-def list_names(prefix: str = "", half_made: bool = False) -> list[str]:
-    """Namespaces under /run/netns starting with PREFIX; HALF_MADE: entries not (yet) bound too."""
+def list_names(prefix: str | tuple[str, ...] = "", half_made: bool = False) -> list[str]:
+    """Namespaces under /run/netns starting with PREFIX (or one of them); HALF_MADE: entries not
+    (yet) bound too."""
     try:
         names = [n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(prefix)]
     except FileNotFoundError:

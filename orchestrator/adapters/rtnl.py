@@ -39,7 +39,6 @@ _REQ = NLM_F_REQUEST | NLM_F_ACK
 # route types worth seeing: a blackhole or unreachable route hijacks traffic as surely as a unicast one
 ROUTE_TYPES = {1, 6, 7, 8}  # RTN_UNICAST, RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT
 RT_TABLE_LOCAL = 255
-IFA_F_TENTATIVE = 0x40
 IFA_F_NODAD = 0x02
 ZERO_MAC = "00:00:00:00:00:00"   # a VXLAN FDB entry for it: where broadcast and unknown unicast go
 
@@ -201,8 +200,6 @@ class Rtnl:
                 dev = names.get(msg["index"])
                 iface = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
                 st.addresses.add((dev, iface))
-                if (msg.get_attr("IFA_FLAGS") or msg["flags"]) & IFA_F_TENTATIVE:
-                    st.tentative.add((dev, iface))
             async for msg in await h.route("dump", family=family):
                 entry = _route_entry(msg, family)
                 if entry is not None:

@@ -11,7 +11,7 @@ import time
 
 from .. import logs
 from ..adapters import netns
-from ..errors import EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NOT_UP, EXIT_OK, InputError
+from ..errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_NOT_UP, EXIT_OK, InputError
 from ..lab import desired as plan
 from ..lab import naming
 from ..lab.spec import Spec
@@ -361,4 +361,3 @@ def _graphviz(text: str) -> str:
 COMMANDS = {"up": cmd_up, "run": cmd_run, "down": cmd_down, "doctor": cmd_doctor, "trace": cmd_trace,
             "explain": cmd_explain, "drops": cmd_drops, "status": cmd_status, "validate": cmd_validate,
             "exec": cmd_exec, "graph": cmd_graph, "ls": cmd_ls, "logs": cmd_logs, "check": cmd_check}
-EXIT_CODES = (EXIT_OK, EXIT_FAIL, EXIT_INPUT)

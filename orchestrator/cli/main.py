@@ -19,11 +19,12 @@ NEEDS_NO_ROOT = ("validate", "graph")
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    try:
-        import argcomplete  # shell completion: eval "$(register-python-argcomplete bridgelab)"
-        argcomplete.autocomplete(p)
-    except ImportError:
-        pass
+    if "_ARGCOMPLETE" in os.environ:   # a completion request: ~10 ms of import on every start otherwise
+        try:
+            import argcomplete  # shell completion: eval "$(register-python-argcomplete bridgelab)"
+            argcomplete.autocomplete(p)
+        except ImportError:
+            pass
     args = p.parse_args(argv)
     if args.cmd != "run":
         # `bridgelab status | head -1`: a closed pipe ends us quietly, as it ends cat or grep

@@ -12,21 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import logs
 from ..adapters import netns
 from ..errors import EXIT_FAIL, EXIT_NOT_UP, EXIT_OK, BusyError, InputError
 from ..lab import desired as plan
-from ..lab.naming import lab_dir, machine_ns, part_name, run_dir
+from ..lab.naming import machine_ns, run_dir
 from ..lab.spec import Spec
 from ..lab.spec import hosts as hostmod
 from ..reconcile.lock import LabLock
 
-log = logs.get("bridgelab")
 PER_HOST = ("up", "run", "down", "status", "check", "logs", "explain", "drops")
 
 
@@ -59,8 +56,9 @@ def enter(args, spec: Spec, host: str) -> Spec:
         if args.cmd in ("up", "run") and not getattr(args, "dry_run", False):
             ensure_sandbox(spec)
         if not netns.exists(m):
-            print(f"bridgelab {args.cmd}: lab host {host} is not up (no namespace {m}); run 'bridgelab up"
-                  f"{' -f ' + args.file if args.file else ''}'", file=sys.stderr)
+            from .commands import up_hint
+            print(f"bridgelab {args.cmd}: lab host {host} is not up (no namespace {m}); run '{up_hint(args)}'",
+                  file=sys.stderr)
             raise SystemExit(EXIT_NOT_UP)
         if args.cmd == "run":
             args._enter = m       # after the metrics socket is bound where a scraper can reach it
@@ -252,7 +250,8 @@ def _trace(args, spec: Spec, hosts: list[str], commands: dict) -> int:
         raise InputError("on real hosts, trace each host with --as HOST (and merge by time)")
     from ..diagnose import trace
     d = union(spec, hosts)
-    return trace.run(d, args, "bridgelab up" + (f" -f {args.file}" if args.file else ""))
+    from .commands import up_hint
+    return trace.run(d, args, up_hint(args))
 
 
 def union(spec: Spec, hosts: list[str]):
@@ -310,15 +309,4 @@ def _run(args, spec: Spec) -> int:
     return cmd_run(args, dataclasses.replace(spec, expect=hostmod.world_expect(spec)))
 
 
-def stop_children(procs: dict) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-__all__ = ["dispatch", "enter", "ensure_sandbox", "union", "stop_children", "lab_dir", "part_name", "EXIT_FAIL"]
+__all__ = ["dispatch", "enter", "ensure_sandbox", "union"]

@@ -73,7 +73,7 @@ class Healer:
         finally:
             self.busy = False
         self.passes += 1
-        self._account(res, "; ".join(p.causes) or "event", p.first, p.only)
+        self._account(res, p.first, p.only)
         for hook in self.after_pass:
             hook(res)
         return res
@@ -113,7 +113,8 @@ class Healer:
         log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=self._cause, action=a.verb,
                  detail=a.detail, outcome=outcome)
 
-    def _account(self, res: Result, cause: str, first: float | None, only=None) -> None:
+    def _account(self, res: Result, first: float | None, only=None) -> None:
+        cause = self._cause
         if not self.heal:  # nothing was applied: each drift is only observed, and said once
             key = lambda a: (a.ns, a.resource, a.verb, a.detail)  # noqa: E731
             fresh = [a for a in res.actions if key(a) not in self.observed]
@@ -121,10 +122,7 @@ class Healer:
             kept = {k for k in self.observed if only is not None and k[0] not in only}
             self.observed = kept | {key(a) for a in res.actions}
             for a in fresh:
-                self.metrics.drift.labels(a.metric).inc()
-                self.metrics.heal_actions.labels(a.metric, "observed").inc()
-                log.info("drift", resource=a.target, ns=a.ns, kind=a.metric, cause=cause, action=a.verb,
-                         detail=a.detail, outcome="observed")
+                self._count(a, "observed")
         for a in res.held:
             self.metrics.heal_actions.labels(a.metric, "backoff").inc()
         if res.actions and self.heal:

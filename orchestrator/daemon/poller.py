@@ -61,7 +61,7 @@ class Poller:
         want_ns = {n.name for n in d.namespaces}
         self.metrics.tasks.set(len(asyncio.all_tasks()))
         self.metrics.sockets.set(len(self.doorbells) + len(self.engine.rtnl._handles))
-        present = {n for p in ns_prefixes(d.lab) for n in netns.list_names(p)}
+        present = set(netns.list_names(ns_prefixes(d.lab)))
         # a missing or replaced namespace is dumped afresh anyway, and what its loss did to
         # the others' links rang their own doorbells: no need to re-dump everything
         if present != want_ns:

@@ -12,6 +12,7 @@ import time
 
 from .. import logs
 from ..lab.resources import Desired
+from ..probes import memory
 from .metrics import Metrics
 
 log = logs.get("bridgelab.daemon")
@@ -63,7 +64,6 @@ class ProbeSupervisor:
                 log.error("probe not attached", probe=name, reason=fam.reason)
             elif fam.degraded:
                 log.warning("probe degraded", probe=name, reason=fam.degraded)
-        from ..probes import memory
         mem = await asyncio.to_thread(memory.release)   # the compiler is done: give its memory back
         log.info("probes ready", attached=p.attached(), links=sum(len(a.fds) for a in [*p.tc.values(), *p.nf.values()]),
                  errors=p.attach_errors or None, read_packet=p.read_packet,
@@ -107,13 +107,11 @@ class ProbeSupervisor:
             return
         if made:
             log.debug("probes attached", links=made)
-            if self.collector is not None:
+            if self.collector is not None:   # after the start (whose own release follows it)
                 try:
                     self.collector.fold()
                 except Exception as e:
                     log.warning("probe fold failed", error=str(e))
-            if self.collector is not None:   # after the start: the start's own release follows it
-                from ..probes import memory
                 # loading program copies for namespaces made anew pages libbcc back in: an 8-minute
                 # soak with a fault every 3 s grew 98.7 -> 113.5 MB without this (a few ms each)
                 memory.release(first=False)

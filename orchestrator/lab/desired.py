@@ -225,11 +225,10 @@ def _container_routes(acc: _Acc, spec: Spec, c: Container, cns: str) -> None:
     """Its default route goes via the gateway of its first non-internal network (IPv4, and
     IPv6 by gateway6), unless its `routes` give one; each of its `routes` leaves by the
     interface whose network holds the next hop."""
-    nets = {n.name: n for n in spec.networks}
     own = {r_.dst.version for r_ in c.routes if r_.dst.prefixlen == 0}
-    outer = next((a for a in c.attachments if not nets[a.network].internal), None)
+    outer = spec.reachable(c.name)
     if outer is not None:
-        n = nets[outer.network]
+        n = spec.network(outer.network)
         if 4 not in own and outer.address is not None:
             acc.routes.append(r.Route(cns, ANY, n.gateway, outer.interface))
         if 6 not in own and outer.address6 is not None:
@@ -285,7 +284,7 @@ def _host_sysctls(acc: _Acc, spec: Spec) -> None:
     if acc.v6 and any(n.subnet6 for n in external):
         acc.sysctls.append(r.Sysctl(acc.host_ns, "net.ipv6.conf.all.forwarding", "1",
                                     "the host routes IPv6 between the bridges and the uplink (NAT66 or routed)"))
-    targets = {spec.reachable(p.container).network for p in spec.ports if spec.reachable(p.container)}
+    targets = spec.published_networks()
     for n in spec.networks:
         if n.name in targets:
             acc.sysctls.append(r.Sysctl(
@@ -344,15 +343,18 @@ def _sandbox6(acc: _Acc, spec: Spec, gw: str, cl: str, inet: str) -> None:
 def _loopback6_proxy(acc: _Acc, spec: Spec) -> None:
     """[::1]:PORT of each port published there (every address, or host_ip ::1): a relay in the
     host (proxy/), since IPv6 cannot DNAT a loopback connection out to a container."""
-    maps = []
+    if not acc.v6:
+        return
+    maps, tcp = [], None
     for p in spec.ports:
         if p.host_ip is not None and str(p.host_ip) != "::1":
             continue
         a = spec.reachable(p.container)
-        if acc.v6 and a is not None and a.address6 is not None:
+        if a is not None and a.address6 is not None:
             maps.append(f"{p.protocol}:{p.host_port}=[{a.address6}]:{p.container_port}")
+            if tcp is None and p.protocol == "tcp":
+                tcp = p.host_port   # the port `up` waits on until the relay listens
     if maps:
-        tcp = next((int(m.split(":")[1].split("=")[0]) for m in maps if m.startswith("tcp:")), None)
         acc.services.append(r.ServiceProc("host", acc.host_ns, "host/loopback6-proxy",
                                           ("python3", "-m", "orchestrator.proxy", *maps), "/", tcp))
 

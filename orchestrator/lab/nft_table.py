@@ -89,7 +89,7 @@ class _Render:
 
     def targets(self) -> list[Network]:
         """The networks published ports DNAT into (their bridges see hairpin and 127.0.0.1 traffic)."""
-        names = {self.spec.reachable(p.container).network for p in self.spec.ports if self.spec.reachable(p.container)}
+        names = self.spec.published_networks()
         return [n for n in self.external if n.name in names]
 
     # ------------------------------------------------------------------ forward
@@ -123,6 +123,7 @@ def render_table(spec: Spec) -> str:
     r = _Render(spec)
     everywhere = [p for p in spec.ports if p.host_ip is None or not p.host_ip.is_loopback]
     loopback = [p for p in spec.ports if p.host_ip is not None and p.host_ip.is_loopback]
+    loop4 = [p for p in loopback if p.host_ip.version == 4]   # [::1] ports go through the proxy
     devs = ", ".join(f'"{d}"' for d in [n.bridge for n in spec.networks] + [spec.uplink.name])
     r.add(f"table {family(spec)} {table_name(spec.lab)} {{")
     r.add(f'\tcomment "owned by bridgelab lab {spec.lab}; edits are undone by its daemon"')
@@ -139,11 +140,10 @@ def render_table(spec: Spec) -> str:
     r.chain("nat_output", "type nat hook output priority -100; policy accept;",
             (["ip6 daddr ::1 return"] if r.inet and everywhere else [])
             + (["fib daddr type local jump publish"] if everywhere else [])
-            + [f"{IP[v]} daddr {LOOP[v]} jump publish_loopback" for v in r.versions
-               if v == 4 and any(p.host_ip.version == v for p in loopback)])
+            + ([f"ip daddr {LOOP[4]} jump publish_loopback"] if loop4 else []))
     r.chain("publish", None, [x for p in everywhere for x in r.dnat(p)])
-    if any(p.host_ip.version == 4 for p in loopback):
-        r.chain("publish_loopback", None, [x for p in loopback if p.host_ip.version == 4 for x in r.dnat(p)])
+    if loop4:
+        r.chain("publish_loopback", None, [x for p in loop4 for x in r.dnat(p)])
     r.chain("nat_postrouting", "type nat hook postrouting priority srcnat; policy accept;", r.postrouting())
     # Forwarding into the lab: replies, published ports and bridge-to-bridge traffic pass;
     # unsolicited packets routed at container addresses from outside are dropped (Docker does the

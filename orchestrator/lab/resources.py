@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from .naming import MACHINE_PREFIX
 from .spec.model import Netem
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -190,11 +192,19 @@ class Desired:
     def devices(self, ns: str | None) -> set[str]:
         """The links of the lab in namespace NS (its own; in a namespace the lab owns, a
         stranger's link is still the stranger's)."""
-        out = {b.name for b in self.bridges if b.ns == ns}
-        out |= {e.name for v in self.veths for e in v.ends if e.ns == ns}
-        out |= {x.name for x in self.vxlans if x.ns == ns}
-        if ns is not None and not ns.startswith("blm-"):   # a lab host's loopback is the machine's
+        out = set(self._devices_by_ns.get(ns, ()))
+        if ns is not None and not ns.startswith(MACHINE_PREFIX):   # a lab host's loopback is the machine's
             out.add("lo")
+        return out
+
+    @cached_property
+    def _devices_by_ns(self) -> dict[str | None, set[str]]:
+        # grouped once: the address, route and impairment diffs ask per namespace, and walking
+        # every device each time made a no-op diff of 1000 containers take 0.44 s (83 % here)
+        out: dict[str | None, set[str]] = {}
+        for ns, name in [(b.ns, b.name) for b in self.bridges] + [(e.ns, e.name) for v in self.veths
+                                                                    for e in v.ends] + [(x.ns, x.name) for x in self.vxlans]:
+            out.setdefault(ns, set()).add(name)
         return out
 
     def bridge_ports(self) -> set[str]:

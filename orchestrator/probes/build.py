@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+from functools import lru_cache
 
 from .. import logs
 from . import btf, kernel, links
@@ -51,15 +52,17 @@ def _consumed_max() -> int:
     return max(reasons.get("SKB_CONSUMED", 1), reasons.get("SKB_NOT_DROPPED_YET", 0))
 
 
-def _reason_flags() -> list[str]:
-    """Where ip6_mc_input's text is, so drops.c can name its multicast frees (reasons.py)."""
+@lru_cache(maxsize=1)
+def _reason_flags() -> tuple[str, ...]:
+    """Where ip6_mc_input's text is, so drops.c can name its multicast frees (reasons.py).
+    Cached: it sorts all of /proc/kallsyms, and the compile and the degradation report ask."""
     from .reasons import MCAST_NOT_JOINED, symbol_range
     rng = symbol_range("ip6_mc_input")
     reasons = btf.kernel().enum("skb_drop_reason")
     if rng is None or "SKB_DROP_REASON_NOT_SPECIFIED" not in reasons:
-        return []
-    return [f"-DMC_INPUT_START={rng[0]}ULL", f"-DMC_INPUT_END={rng[1]}ULL", f"-DR_MCAST_NOT_JOINED={MCAST_NOT_JOINED}",
-            f"-DREASON_NOT_SPECIFIED={reasons['SKB_DROP_REASON_NOT_SPECIFIED']}"]
+        return ()
+    return (f"-DMC_INPUT_START={rng[0]}ULL", f"-DMC_INPUT_END={rng[1]}ULL", f"-DR_MCAST_NOT_JOINED={MCAST_NOT_JOINED}",
+            f"-DREASON_NOT_SPECIFIED={reasons['SKB_DROP_REASON_NOT_SPECIFIED']}")
 
 
 def cflags(p, families: list[str]) -> list[str]:

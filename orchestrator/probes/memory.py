@@ -17,6 +17,8 @@ import gc
 
 MADV_PAGEOUT = 21                       # include/uapi/asm-generic/mman-common.h, Linux 5.4
 COMPILER_LIBS = ("libLLVM", "libclang", "libbcc")
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 def rss_kib() -> int:
@@ -43,9 +45,7 @@ def release(first: bool = True) -> dict:
         reasons.reason_names()
         btf.kernel.cache_clear()
         gc.collect()
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.malloc_trim(0)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    _libc.malloc_trim(0)
     error = ""
     with open("/proc/self/maps") as f:
         maps = f.read().splitlines()
@@ -54,7 +54,7 @@ def release(first: bool = True) -> dict:
         if len(f) < 6 or "w" in f[1] or not any(k in f[5] for k in COMPILER_LIBS):
             continue
         start, end = (int(x, 16) for x in f[0].split("-"))
-        if libc.madvise(start, end - start, MADV_PAGEOUT) != 0 and not error:
+        if _libc.madvise(start, end - start, MADV_PAGEOUT) != 0 and not error:
             e = ctypes.get_errno()
             error = f"madvise(MADV_PAGEOUT): {errno.errorcode.get(e, e)}"
     return {"rss_mib_before": round(before / 1024, 1), "rss_mib_after": round(rss_kib() / 1024, 1),

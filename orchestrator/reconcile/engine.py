@@ -100,7 +100,7 @@ class Engine:
         last look) and reuse the previous dump for the rest: the daemon knows from its
         per-namespace doorbells which ones changed."""
         d = self.d
-        present = {n for p in ns_prefixes(d.lab) for n in netns.list_names(p)}
+        present = set(netns.list_names(ns_prefixes(d.lab)))
         look = [ns for ns in d.managed_ns() if ns is None or ns in present]
         last = dict(self._last.ns) if (only is not None and self._last is not None) else {}
         fresh = []

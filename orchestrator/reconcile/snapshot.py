@@ -47,7 +47,6 @@ class NsState:
     links: dict[str, Link] = field(default_factory=dict)
     addresses: set[tuple[str, ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = field(default_factory=set)
     routes: list[RouteEntry] = field(default_factory=list)
-    tentative: set[tuple[str, ipaddress.IPv6Interface]] = field(default_factory=set)  # IPv6 DAD not done
 
     def by_index(self, index: int | None) -> Link | None:
         for link in self.links.values():

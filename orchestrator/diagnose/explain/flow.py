@@ -9,6 +9,7 @@ from ...errors import InputError
 from ...lab.desired import SANDBOX
 from ...lab.resources import Desired
 from ...lab.spec import Spec
+from ...lab.spec.expect import split_target
 from .paths import Path, Topology, topology
 
 
@@ -59,19 +60,14 @@ def node_addresses(spec: Spec, mode: str, version: int = 4) -> dict[str, list[st
 
 
 def _port(dst: str, port: int | None) -> tuple[str, int | None]:
-    if dst.startswith("["):  # [ADDR]:PORT
-        host_part, _, rest = dst[1:].partition("]")
-        port_part = rest.removeprefix(":")
-    elif dst.count(":") == 1:
-        host_part, _, port_part = dst.partition(":")
-    else:
-        host_part, port_part = dst, ""
-    if port_part:
-        if not port_part.isdigit() or not 0 < int(port_part) < 65536:
-            raise InputError(f"DST '{dst}': the port must be 1-65535")
-        if port is not None and port != int(port_part):
+    try:
+        host_part, given = split_target(dst)
+    except ValueError:
+        raise InputError(f"DST '{dst}': the port must be 1-65535") from None
+    if given is not None:
+        if port is not None and port != given:
             raise InputError(f"DST '{dst}' and --port {port} disagree")
-        port = int(port_part)
+        port = given
     if port is not None and not 0 < port < 65536:
         raise InputError("--port must be 1-65535")
     return host_part, port

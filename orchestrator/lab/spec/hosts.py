@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 from ..naming import LAB_RE, LAB_RULE, part_name
+from .expect import SANDBOX_NODES, split_target
 from .model import Container, Host, Spec
 from .problems import Collector, show
 
@@ -91,14 +92,10 @@ def vni(spec: Spec, network: str, given: int) -> int:
     return VNI_BASE + zlib.crc32(f"{spec.lab}/{network}".encode()) % (2 ** 24 - VNI_BASE)
 
 
-SANDBOX_NODES = ("gateway", "client", "internet")
-
-
 def _seen_from(spec: Spec, host: str, to: str) -> str:
     """An expectation's target as HOST's part can name it: its own containers and itself by
     name, anything else (another host's container, another host, the sandbox's stand-ins) by
     address."""
-    from .expect import split_target
     node, port = split_target(to)
     addr = None
     for x in spec.containers:
@@ -152,4 +149,4 @@ def part(spec: Spec, host: str) -> Spec:
         ports=tuple(p for p in spec.ports if p.container in names),
         links=tuple(k for k in spec.links if {e.node for e in k.ends} <= names),
         uplink=dataclasses.replace(spec.uplink, address=h.address, address6=h.address6 or spec.uplink.address6),
-        expect=tuple(expect), hosts=(), part_of=spec.lab, host_name=host)
+        expect=tuple(expect), hosts=(), host_name=host)

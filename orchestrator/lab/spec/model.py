@@ -196,7 +196,6 @@ class Spec:
     seed_form: bool = field(default=False, compare=False)  # written with `bridge:` (one network)
     expect: tuple[Expectation, ...] = ()
     hosts: tuple[Host, ...] = ()        # several: a lab across hosts (hosts.part is each one's share)
-    part_of: str = ""                   # a host's part: the lab it is part of
     host_name: str = ""                 # a host's part: which host
 
     def container(self, name: str) -> Container:
@@ -216,6 +215,10 @@ class Spec:
         """The topology has IPv6 somewhere (an IPv4-only one stays IPv4-only)."""
         return any(n.subnet6 for n in self.networks) or self.uplink.address6 is not None or any(
             e.address6 for link in self.links for e in link.ends)
+
+    def published_networks(self) -> set[str]:
+        """The networks published ports DNAT into."""
+        return {a.network for a in (self.reachable(p.container) for p in self.ports) if a is not None}
 
     def reachable(self, name: str) -> Attachment | None:
         """The attachment a published port DNATs to: the container's first non-internal network."""

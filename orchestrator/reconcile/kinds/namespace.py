@@ -47,7 +47,7 @@ class NamespaceKind(Kind):
     async def teardown(self, td) -> None:
         """Dropping the lab's namespaces drops everything in them (a veth goes with either end)."""
         from ...adapters import netns
-        names = [n for p in ns_prefixes(td.lab) for n in netns.list_names(p, half_made=True)]
+        names = netns.list_names(ns_prefixes(td.lab), half_made=True)
         if td.rtnl is not None:
             for name in names:
                 td.rtnl.forget(name)

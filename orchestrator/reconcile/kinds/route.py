@@ -56,14 +56,15 @@ class RouteKind(Kind):
     def _foreign(self, cx: DiffContext, ns, st, replacing: list[Route]) -> None:
         owned = cx.owned_ns(ns)
         ours = {st.links[n].index for n in cx.d.devices(ns) if n in st.links}
-        wanted = [r for r in cx.d.routes if r.ns == ns]
+        wanted = [(r, st.links[r.dev].index if r.dev in st.links else None) for r in cx.d.routes if r.ns == ns]
         for x in st.routes:
             # in a namespace the lab shares, only routes through its own devices are its to judge:
             # the route protocol is every lab's, and another lab's routes there are that lab's
             if x.proto == RTPROT_KERNEL or (not owned and x.oif not in ours):
                 continue
-            dev = next((n for n, link in st.links.items() if link.index == x.oif), None)
-            if any(_is(x, r, st.links[r.dev].index if r.dev in st.links else None) for r in wanted):
+            link = st.by_index(x.oif)
+            dev = link.name if link is not None else None
+            if any(_is(x, r, oif) for r, oif in wanted):
                 continue
             if any(_replaced_by(x, r) for r in replacing if r.ns == ns):
                 continue  # replace-route overwrites it
