@@ -3,7 +3,10 @@ answered ping across it. A real `bridgelab run` heals a sandbox lab; faults are 
 checks made in-process (pyroute2, libnftables, raw ICMP) so the clock is not dominated by
 spawning `ip`. Prints JSON with p50/p95/p99 in milliseconds.
 
-    .venv/bin/python bench/heal_latency.py [--trials 50] [--kinds port-down,...]
+    .venv/bin/python bench/heal_latency.py [--trials 50] [--kinds port-down,...] [--containers 1000]
+
+--containers N: the same faults on bench/build_teardown.py's lab of N containers (c1, c2 for the
+seed's container1, container2: same interface names, addresses in 10.88.0.0/16) instead of the seed.
 """
 
 import argparse
@@ -41,15 +44,24 @@ def icmp_echo(ns: str, dst: str, timeout: float = 0.02) -> bool:
         return False
 
 
+SEED_NAMES = {"container1": ("container1", "172.168.1.11", 24), "container2": ("container2", "172.168.1.12", 24)}
+SIZED_NAMES = {"container1": ("c1", "10.88.0.3", 16), "container2": ("c2", "10.88.0.4", 16)}
+
+
 class Bench:
-    def __init__(self, lab: str, path: str):
+    def __init__(self, lab: str, path: str, names: dict = SEED_NAMES):
         self.lab = lab
         self.path = path
+        self.names = names
         self.rtnl = Rtnl()
         self.d = plan.desired(spec.load(path), plan.SANDBOX)
 
     def ns(self, node: str) -> str:
-        return f"bl-{self.lab}-{node}"
+        return f"bl-{self.lab}-{self.names.get(node, (node,))[0]}"
+
+    def addr(self, node: str, plen: bool = False) -> str:
+        _, a, n = self.names[node]
+        return f"{a}/{n}" if plen else a
 
     async def link(self, node: str, name: str):
         st = await self.rtnl.observe(self.ns(node))
@@ -78,8 +90,8 @@ class Bench:
 
         async def flush_addr():
             _, link = await self.link("container2", "eth2")
-            await self.rtnl.handle(self.ns("container2")).addr("del", index=link.index, address="172.168.1.12",
-                                                                prefixlen=24)
+            await self.rtnl.handle(self.ns("container2")).addr("del", index=link.index, address=self.addr("container2"),
+                                                                prefixlen=self.names["container2"][2])
 
         async def del_route():
             await self.rtnl.handle(self.ns("container1")).route("del", dst="0.0.0.0/0")
@@ -106,17 +118,17 @@ class Bench:
         host = self.ns("host")
         return {
             "host-veth-deleted": (lambda: del_link("host", "veth1"), lambda: link_ok("host", "veth1", "br0"),
-                                  "container1", "172.168.1.12"),
+                                  "container1", self.addr("container2")),
             "container-veth-deleted": (lambda: del_link("container1", "eth1"),
-                                       lambda: link_ok("container1", "eth1", addr="172.168.1.11/24"),
-                                       "container1", "172.168.1.12"),
-            "port-down": (port_down, lambda: link_ok("host", "veth2", "br0"), "container2", "172.168.1.11"),
-            "address-flushed": (flush_addr, lambda: link_ok("container2", "eth2", addr="172.168.1.12/24"),
-                                "container2", "172.168.1.11"),
+                                       lambda: link_ok("container1", "eth1", addr=self.addr("container1", True)),
+                                       "container1", self.addr("container2")),
+            "port-down": (port_down, lambda: link_ok("host", "veth2", "br0"), "container2", self.addr("container1")),
+            "address-flushed": (flush_addr, lambda: link_ok("container2", "eth2", addr=self.addr("container2", True)),
+                                "container2", self.addr("container1")),
             "default-route-deleted": (del_route, route_ok, "container1", "203.0.113.10"),
             "bridge-deleted": (lambda: del_link("host", "br0"), lambda: link_ok("host", "br0"),
-                               "container1", "172.168.1.12"),
-            "namespace-deleted": (del_ns, lambda: link_ok("container1", "eth1", addr="172.168.1.11/24"),
+                               "container1", self.addr("container2")),
+            "namespace-deleted": (del_ns, lambda: link_ok("container1", "eth1", addr=self.addr("container1", True)),
                                   "container1", "203.0.113.10"),
             "nft-table-deleted": (lambda: asyncio.sleep(0, nft.run(host, f"delete table ip {table}")), table_ok,
                                   "container2", "203.0.113.10"),
@@ -166,9 +178,15 @@ def main() -> None:
     ap.add_argument("--slow-ms", type=float, default=250, help="list trials whose traffic took longer than this")
     ap.add_argument("--pcap", default="", help="a directory: tcpdump -i any in the host and container1 "
                     "namespaces for the whole run (to see what a slow trial waited for)")
+    ap.add_argument("--containers", type=int, default=0, help="a lab of N containers instead of the seed")
     args = ap.parse_args()
     lab = "h" + secrets.token_hex(3)
-    seed = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
+    if args.containers:
+        sys.path.insert(0, HERE)
+        from build_teardown import topology
+        seed = topology(lab, args.containers)
+    else:
+        seed = yaml.safe_load(open(os.path.join(ROOT, "examples/seed.yaml")))
     seed["lab"] = lab
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(seed, f)
@@ -176,10 +194,11 @@ def main() -> None:
     daemon = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "-f", f.name, "--metrics-addr", "off",
                                "--flap-heals", "100000", *(["--no-probes"] if args.no_probes else [])],
                               stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    out = {"trials": args.trials, "probes": not args.no_probes, "results": {}}
+    out = {"date": time.strftime("%Y-%m-%d"), "containers": args.containers or "seed", "trials": args.trials,
+           "probes": not args.no_probes, "results": {}}
     caps: list[subprocess.Popen] = []
     try:
-        for _ in range(200):
+        for _ in range(200 if not args.containers else 6000):
             if os.path.exists(f"/run/bridgelab/{lab}/daemon.json") and (
                     args.no_probes or "probes ready" in open(log.name).read()):
                 break  # measure a settled daemon, not one still compiling its probes
@@ -195,7 +214,7 @@ def main() -> None:
                                           "link"], stdout=open(os.path.join(args.pcap, "bridge-monitor.txt"), "w"),
                                          stderr=subprocess.DEVNULL))
             time.sleep(1)
-        b = Bench(lab, f.name)
+        b = Bench(lab, f.name, SIZED_NAMES if args.containers else SEED_NAMES)
         faults = b.faults()
         kinds = args.kinds.split(",") if args.kinds else list(faults)
 

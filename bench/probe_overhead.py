@@ -5,6 +5,10 @@ through the bridge, the host's FORWARD and MASQUERADE, side by side in one run:
   metrics  the daemon's probes (counters in kernel maps)
   trace    `bridgelab trace` with a filter matching the iperf3 flow (every packet an event)
   tcpdump  tcpdump on the same host interfaces (veth1 and the uplink), writing to /dev/null
+  before   the metrics probes of an earlier checkout (--before TREE), held by a child running
+           that tree's code: a design change measured before and after in the same rounds
+  floor    empty programs at every tc and netfilter point the metrics probes use: what being
+           there at all costs (the kernel's dispatch), below which no counter design can go
 
 Runs are interleaved (none, metrics, trace, tcpdump, none, ...) and reported as ratios to `none`
 of the same run: this machine is noisy. Also: the kernel's own count of the probes' cost per run
@@ -67,16 +71,60 @@ def iperf(lab: str, seconds: float, udp_pps: int = 0) -> dict:
     return {"bps": end["sum_received"]["bits_per_second"]}
 
 
+# the floor's programs: return at once. The tc one keeps the namespace placeholder the loader
+# patches per namespace (attach.tc_prog), so it goes where the real one would.
+_LD_PLACEHOLDER = bytes([0x18, 0x01, 0, 0]) + (0x626C6E73636F6F6B & 0xFFFFFFFF).to_bytes(4, "little") + \
+    bytes(4) + (0x626C6E73636F6F6B >> 32).to_bytes(4, "little")
+EMPTY_TC = _LD_PLACEHOLDER + bytes([0xB7, 0, 0, 0]) + (-1).to_bytes(4, "little", signed=True) + bytes([0x95]) + bytes(7)
+EMPTY_NF = bytes([0xB7, 0, 0, 0]) + (1).to_bytes(4, "little") + bytes([0x95]) + bytes(7)
+
+
+def floor_probes(lab: str) -> Probes:
+    """The metrics probes with every tc and netfilter program replaced by an empty one."""
+    from orchestrator.probes import objects
+    p = Probes(lab)
+    p.load()
+    tc, nf = p.families["tc"], p.families["nf"]
+    for fn in tc.insns:
+        tc.insns[fn] = EMPTY_TC
+    for fn, fd in list(nf.progs.items()):
+        os.close(fd)
+        nf.progs[fn] = objects.prog_load(32, EMPTY_NF, fn, "GPL", links.attach_type("BPF_NETFILTER"))
+        nf.owned[nf.owned.index(fd)] = nf.progs[fn]
+    return p
+
+
+_HOLD = """
+import sys
+from orchestrator.lab import desired as plan, spec
+from orchestrator.probes.loader import Probes
+p = Probes(sys.argv[1])
+p.load()
+p.sync(plan.desired(spec.load(sys.argv[2]), "sandbox"))
+print("attached", flush=True)
+sys.stdin.read()
+p.close()
+"""
+BEFORE_TREE = ""
+
+
 class Mode:
     def __init__(self, name, lab, desired, path):
         self.name, self.lab, self.d, self.path = name, lab, desired, path
         self.procs, self.probes = [], None
 
     def __enter__(self):
-        if self.name == "metrics":
-            self.probes = Probes(self.lab)
-            self.probes.load()
+        if self.name in ("metrics", "floor"):
+            self.probes = Probes(self.lab) if self.name == "metrics" else floor_probes(self.lab)
+            if self.name == "metrics":
+                self.probes.load()
             self.probes.sync(self.d)
+        elif self.name == "before":
+            p = subprocess.Popen([sys.executable, "-c", _HOLD, self.lab, self.path], cwd=BEFORE_TREE,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(p)
+            if p.stdout.readline().strip() != "attached":
+                raise RuntimeError(f"the probes of {BEFORE_TREE} did not attach")
         elif self.name == "trace":
             p = subprocess.Popen([sys.executable, "-m", "orchestrator", "trace", "-f", self.path, "--json",
                                   "--proto", "tcp", "--port", "5201"], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -95,6 +143,10 @@ class Mode:
 
     def __exit__(self, *exc):
         for p in self.procs:
+            if p.stdin:   # the before holder: closes its probes when its stdin closes
+                p.stdin.close()
+                p.wait(timeout=30)
+                continue
             p.send_signal(signal.SIGINT)
             try:
                 p.wait(timeout=10)
@@ -106,7 +158,9 @@ class Mode:
 
 
 def cost_per_run(lab, d, seconds) -> dict:
-    """ns per program run, as the kernel counts it, with the metrics probes under iperf3 load."""
+    """ns per program run, as the kernel counts it, with the metrics probes under iperf3 load;
+    and per forwarded packet (64-byte UDP: every program run of every family, summed, over the
+    packets the sender sent): the added cost of the probes on a forwarded packet's whole path."""
     p = Probes(lab)
     p.load()
     p.sync(d)
@@ -116,6 +170,11 @@ def cost_per_run(lab, d, seconds) -> dict:
         before = p.run_stats()
         iperf(lab, seconds)
         after = p.run_stats()
+        cmd = ["ip", "netns", "exec", f"bl-{lab}-container1", "iperf3", "-c", UPSTREAM, "-t", str(seconds), "-J",
+               "-u", "-l", "64", "-b", "0"]
+        udp_before = p.run_stats()
+        sent = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 20).stdout)
+        udp_after = p.run_stats()
     finally:
         os.close(fd)
         p.close()
@@ -124,6 +183,13 @@ def cost_per_run(lab, d, seconds) -> dict:
         ns = after[fam][0] - before[fam][0]
         runs = after[fam][1] - before[fam][1]
         out[fam] = {"runs": runs, "ns_per_run": round(ns / runs, 1) if runs else None}
+    packets = sent["end"]["sum"]["packets"]
+    ns = sum(udp_after[f][0] - udp_before[f][0] for f in udp_after)
+    runs = sum(udp_after[f][1] - udp_before[f][1] for f in udp_after)
+    out["per_forwarded_udp64_packet"] = {
+        "packets_sent": packets, "ns": round(ns / packets, 1) if packets else None,
+        "runs": round(runs / packets, 2) if packets else None,
+        "by_family_ns": {f: round((udp_after[f][0] - udp_before[f][0]) / packets, 1) for f in udp_after} if packets else {}}
     return out
 
 
@@ -177,9 +243,14 @@ def main():
     ap.add_argument("--no-extras", action="store_true", help="throughput and packet rate only (no cost per "
                     "run, no trace event rate)")
     ap.add_argument("--modes", nargs="+", default=["none", "metrics", "trace", "tcpdump"],
-                    choices=["none", "metrics", "trace", "tcpdump"], help="none is always run: the baseline")
+                    choices=["none", "metrics", "trace", "tcpdump", "floor", "before"], help="none is always run: the baseline")
+    ap.add_argument("--before", default="", help="a checkout of earlier code: its metrics probes are the "
+                    "`before` mode")
     args = ap.parse_args()
-    global UPSTREAM
+    global UPSTREAM, BEFORE_TREE
+    BEFORE_TREE = os.path.abspath(args.before) if args.before else ""
+    if "before" in args.modes and not BEFORE_TREE:
+        ap.error("mode before needs --before TREE")
     if args.ipv6:
         UPSTREAM = "2001:db8:ff::10"   # examples/seed-dualstack.yaml sandbox.internet6
     logs.configure("warning")  # JSON on stdout is the result; the probes' logs stay out of it
@@ -212,6 +283,7 @@ def main():
                         cpu[m].append(u["sender_cpu_percent"])
         med = {m: statistics.median(v) for m, v in bps.items()}
         result = {
+            "date": time.strftime("%Y-%m-%d %H:%M"), "before": BEFORE_TREE or None,
             "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release},
             "topology": "seed-dualstack, traffic over IPv6" if args.ipv6 else "seed, IPv4",
             "throughput_gbps_median": {m: round(v / 1e9, 2) for m, v in med.items()},

@@ -1,12 +1,17 @@
 """Scrape latency of the daemon's /metrics and its RSS, with the seed lab and with 200 containers
-(probes attached, some traffic counted), and whether scraping delays the event loop.
+(probes attached, some traffic counted), whether scraping delays the event loop, and how long
+after `ready` the probes are attached — with an empty probe cache (the daemon has a child compile
+them) and with the cache that start left (nothing changed since: no compile).
 
-    .venv/bin/python bench/scrape_latency.py [--scrapes 200]
+    .venv/bin/python bench/scrape_latency.py [--scrapes 200] [--sizes 200 1000] [--rounds 3]
+        [--before TREE]   # a checkout of earlier code (git worktree add): its daemon runs in the
+                          # same rounds, interleaved, as the "before" column
 """
 import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,15 +61,16 @@ def _events(path: str) -> dict:
     return out
 
 
-def run(spec: dict, scrapes: int) -> dict:
-    lab = spec["lab"]
+def run(spec: dict, scrapes: int, tree: str = ROOT, cache: str | None = None) -> dict:
+    lab = spec["lab"] = "s" + secrets.token_hex(3)
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "lab.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(spec, f)
     log = open(os.path.join(tmp, "daemon.log"), "w")
+    env = dict(os.environ, **({"BRIDGELAB_CACHE_DIR": cache} if cache else {}))
     p = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "-f", path, "--metrics-addr", "127.0.0.1:0"],
-                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                         cwd=tree, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         info = f"/run/bridgelab/{lab}/daemon.json"
         deadline = time.monotonic() + 120
@@ -110,6 +116,7 @@ def run(spec: dict, scrapes: int) -> dict:
                 "rss_mb": round(rss / 1024, 1),
                 "probes_ready_after_ready_seconds": round(events["probes ready"]["t"] - events["ready"]["t"], 2),
                 "probes_memory": events["probes ready"].get("memory"),
+                "compiled": events["probes ready"].get("compiled"),
                 "seconds_scraping": round(took, 1),
                 "loop_lag_over_25ms": {"while_scraping": lag_scraping, "idle_same_duration": lag_idle}}
     finally:
@@ -117,21 +124,48 @@ def run(spec: dict, scrapes: int) -> dict:
         try:
             p.wait(timeout=180)   # 1000 containers: ~35 s to close 6000 BPF links
         finally:
-            subprocess.run([sys.executable, "-m", "orchestrator", "down", "--lab", lab], cwd=ROOT, capture_output=True)
+            subprocess.run([sys.executable, "-m", "orchestrator", "down", "--lab", lab], cwd=tree, capture_output=True)
+
+
+FIGURES = ("rss_mb", "probes_ready_after_ready_seconds")
+
+
+def variants(size_spec: dict, args, caches: str) -> dict:
+    """Each variant RUNS times, interleaved round by round: the before tree (if any), this
+    tree with an empty cache, this tree with the cache the empty one filled."""
+    out: dict = {}
+    for r in range(args.rounds):
+        cold = os.path.join(caches, f"{len(size_spec['containers'])}-{r}")
+        plan = ([("before", args.before, None)] if args.before else []) + [("cold_cache", ROOT, cold),
+                                                                           ("warm_cache", ROOT, cold)]
+        for name, tree, cache in plan:
+            res = run(dict(size_spec), args.scrapes, tree, cache)
+            out.setdefault(name, []).append(res)
+            print(json.dumps({"containers": res["containers"], name: res}), file=sys.stderr)  # kept if a later run fails
+    summary = {}
+    for name, runs in out.items():
+        summary[name] = {k: statistics.median(x[k] for x in runs) for k in FIGURES}
+        summary[name]["scrape_ms_p50"] = statistics.median(x["scrape_ms"]["p50"] for x in runs)
+        summary[name]["scrape_ms_p99"] = statistics.median(x["scrape_ms"]["p99"] for x in runs)
+    return {"summary": summary, "runs": out}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scrapes", type=int, default=200)
     ap.add_argument("--sizes", type=int, nargs="*", default=[200], help="labs of N containers besides the seed")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every variant (medians reported)")
+    ap.add_argument("--before", help="a checkout of earlier code whose daemon runs as the before column")
     args = ap.parse_args()
     with open(os.path.join(ROOT, "examples", "seed.yaml")) as f:
         seed = yaml.safe_load(f)
-    seed["lab"] = "s" + secrets.token_hex(3)
-    out = {"date": time.strftime("%Y-%m-%d"), "seed": run(seed, args.scrapes)}
-    for n in args.sizes:
-        out[str(n)] = run(topology("s" + secrets.token_hex(3), n), args.scrapes)
-        print(json.dumps({str(n): out[str(n)]}), file=sys.stderr)   # kept if a later size fails
+    caches = tempfile.mkdtemp(prefix="bridgelab-bench-cache-")
+    try:
+        out = {"date": time.strftime("%Y-%m-%d"), "before": args.before, "seed": variants(seed, args, caches)}
+        for n in args.sizes:
+            out[str(n)] = variants(topology("s" + secrets.token_hex(3), n), args, caches)
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)
     print(json.dumps(out, indent=1))
 
 

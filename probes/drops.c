@@ -32,6 +32,19 @@ TRACEPOINT_PROBE(skb, kfree_skb) {
     u64 loc = (u64)args->location;
     if (proto == ETH_P_IPV6 && reason == REASON_NOT_SPECIFIED && loc >= MC_INPUT_START && loc < MC_INPUT_END)
         reason = R_MCAST_NOT_JOINED;
+#if defined(RCV4_START) && defined(READ_PACKET)
+    /* IPv4's: routing refused a multicast destination (reasons.py); that function frees other
+     * packets too, so only for a multicast destination (224.0.0.0/4), read from the IP header */
+    if (proto == ETH_P_IP && reason == REASON_NOT_SPECIFIED && loc >= RCV4_START && loc < RCV4_END) {
+        unsigned char *head = 0;
+        u16 nh = 0;
+        u32 daddr = 0;
+        bpf_probe_read_kernel(&head, sizeof(head), (void *)addr + SKB_HEAD);
+        bpf_probe_read_kernel(&nh, sizeof(nh), (void *)addr + SKB_NETWORK_HEADER);
+        if (head && !bpf_probe_read_kernel(&daddr, 4, head + nh + 16) && (daddr & 0xf0) == 0xe0)
+            reason = R_MCAST_NOT_JOINED;
+    }
+#endif
 #endif
 #ifdef HAVE_NF
     u32 slot = SLOT(addr);

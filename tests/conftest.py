@@ -5,8 +5,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -56,6 +58,11 @@ def suite_namespaces() -> set[str]:
 
 
 def pytest_sessionstart(session):
+    # the compiled probes are cached by the suite's daemons in a directory of its own, never in
+    # the machine's /var/cache (the first probe test compiles, the rest load the object)
+    if not os.environ.get("BRIDGELAB_CACHE_DIR"):
+        session.config._cache_dir = tempfile.mkdtemp(prefix="bridgelab-test-cache-")
+        os.environ["BRIDGELAB_CACHE_DIR"] = session.config._cache_dir
     if os.geteuid() == 0:
         session.config._root_before = root_snapshot()
         # A run killed mid-test (power loss, SIGKILL) leaves its lab behind. This run did not make
@@ -82,6 +89,8 @@ def machine_changes(config) -> list[str]:
 def pytest_sessionfinish(session, exitstatus):
     """After the last test: the machine's own namespace (links, addresses, routes, rules, nft
     ruleset, qdiscs, sysctls) is identical to before the suite. A difference fails the run."""
+    if getattr(session.config, "_cache_dir", None):
+        shutil.rmtree(session.config._cache_dir, ignore_errors=True)
     if session.config.option.collectonly or os.geteuid() != 0:
         return
     problems = machine_changes(session.config)

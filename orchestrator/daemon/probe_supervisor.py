@@ -50,7 +50,9 @@ class ProbeSupervisor:
             return
         self.probes = p
         await asyncio.to_thread(self.sync_now)
-        self.collector = ProbeCollector(p, self.d.bridge_ports(), self.d.macs(), network_labels(self.d))
+        from ..probes.attach import mirrors
+        self.collector = ProbeCollector(p, self.d.bridge_ports(), self.d.macs(), network_labels(self.d),
+                                        mirrors(p, self.d))
         self.metrics.registry.register(self.collector)
         if self.bpf_stats:
             from ..probes import links
@@ -67,7 +69,7 @@ class ProbeSupervisor:
         mem = await asyncio.to_thread(memory.release)   # the compiler is done: give its memory back
         log.info("probes ready", attached=p.attached(), links=sum(len(a.fds) for a in [*p.tc.values(), *p.nf.values()]),
                  errors=p.attach_errors or None, read_packet=p.read_packet,
-                 seconds=round(time.monotonic() - t0, 3), memory=mem)
+                 seconds=round(time.monotonic() - t0, 3), memory=mem, compiled=p.compile_info or None)
 
     def after_pass(self, res) -> None:
         if self.probes is not None and (res.actions or self.probes.attach_errors):
@@ -78,6 +80,8 @@ class ProbeSupervisor:
         if self.collector is not None:
             self.collector.ports, self.collector.macs = d.bridge_ports(), d.macs()
             self.collector.networks = network_labels(d)
+            from ..probes.attach import mirrors
+            self.collector.mirrors = mirrors(self.probes, d)
         self.request_sync()
 
     def request_sync(self) -> None:
@@ -112,9 +116,6 @@ class ProbeSupervisor:
                     self.collector.fold()
                 except Exception as e:
                     log.warning("probe fold failed", error=str(e))
-                # loading program copies for namespaces made anew pages libbcc back in: an 8-minute
-                # soak with a fault every 3 s grew 98.7 -> 113.5 MB without this (a few ms each)
-                memory.release(first=False)
         for where, why in self.probes.attach_errors.items():
             log.warning("probe attach failed", where=where, reason=why)
 

@@ -3,7 +3,6 @@ lab heals: a recreated veth has a new ifindex, a recreated namespace a new cooki
 runs after repairs (off the heal's path, see daemon/probe_supervisor.py)."""
 from __future__ import annotations
 
-import ctypes as ct
 import errno
 import os
 import socket
@@ -12,8 +11,9 @@ from dataclasses import dataclass
 
 from ..adapters import netns
 from ..lab.desired import SCENERY
-from ..lab.resources import Desired
+from ..lab.resources import Desired, VethEnd
 from . import links
+from .families.base import BPF_PROG_TYPE_SCHED_CLS
 from .build import explain
 from .points import CONTAINER_NF, MAX_SHIFT, NF_POINTS
 
@@ -42,16 +42,13 @@ def close_fds(fds: list[int]) -> None:
 
 def tc_prog(p, fn: str, cookie: int) -> int:
     """A copy of tc program FN for the namespace with COOKIE (see NS_COOKIE in tc_points.c):
-    the compiled instructions, the placeholder's ld_imm64 patched, loaded once more."""
-    from bcc.libbcc import lib
+    its instructions as first loaded, the placeholder's ld_imm64 patched, loaded once more."""
+    from .objects import prog_load
     fam = p.families["tc"]
     key = (fn, cookie)
     if key in p.tc_copies:
         return p.tc_copies[key]
-    mod = fam.bpf.module
-    start = lib.bpf_function_start(mod, fn.encode())
-    size = lib.bpf_function_size(mod, fn.encode())
-    code = bytearray(ct.string_at(start, size))
+    code = bytearray(fam.insns[fn])
     found = 0
     for i in range(0, len(code) - 15, 8):
         if code[i] == 0x18 and struct.unpack_from("<I", code, i + 4)[0] == _PLACEHOLDER & 0xFFFFFFFF \
@@ -61,13 +58,7 @@ def tc_prog(p, fn: str, cookie: int) -> int:
             found += 1
     if found != 1:
         raise OSError(errno.EINVAL, f"{fn}: namespace placeholder found {found} times, expected once")
-    buf = ct.create_string_buffer(bytes(code), len(code))
-    fd = lib.bcc_func_load(mod, fam.bpf.SCHED_CLS, fn.encode(), buf, len(code),
-                           lib.bpf_module_license(mod), lib.bpf_module_kern_version(mod),
-                           0, None, 0, None, -1)
-    if fd < 0:
-        err = ct.get_errno()
-        raise OSError(err, f"loading {fn} for a namespace: {os.strerror(err)}")
+    fd = prog_load(BPF_PROG_TYPE_SCHED_CLS, bytes(code), fn, fam.license)
     p.tc_copies[key] = fd
     return fd
 
@@ -88,10 +79,38 @@ def routers(d: Desired) -> set:
     return {s.ns for s in d.sysctls if s.key.endswith(("ip_forward", "forwarding")) and s.value == "1"}
 
 
+def veth_counting(p, d: Desired) -> list[tuple[VethEnd, VethEnd | None]]:
+    """Where the tc probes count each veth pair: (the end they attach to, the end whose counts
+    are its mirror, or None). What one end sends the other receives — the same skb, length
+    and all — so the metrics probes attach at one end only (the bridge port where there is one)
+    and give the other end the mirror of its counts: egress of one is ingress of the other.
+    That halves the tc links (each waits out an RCU grace period under RTNL: 11.7 ms here) and
+    the tc runs of every packet through a veth. What the kernel drops between the two ends (a
+    full backlog, a peer that is down) is in the drop counts, not in the mirror. A trace attaches
+    at both ends: it shows every hop."""
+    skip = scenery(p, d)
+    out: list[tuple[VethEnd, VethEnd | None]] = []
+    for v in d.veths:
+        ends = [e for e in v.ends if e.ns not in skip]
+        if p.trace is not None or len(ends) < 2:
+            out += [(e, None) for e in ends]
+            continue
+        here = v.b if v.b.master and not v.a.master else v.a
+        out.append((here, v.b if here is v.a else v.a))
+    return out
+
+
+def mirrors(p, d: Desired) -> dict[tuple[str, str], tuple[str, str]]:
+    """(node, interface) counted -> (node, interface) whose counts mirror it (collector.py)."""
+    nodes = d.ns_nodes()
+    return {(nodes.get(e.ns, "host"), e.name): (nodes.get(m.ns, "host"), m.name)
+            for e, m in veth_counting(p, d) if m is not None}
+
+
 def wanted_devices(p, d: Desired) -> list[tuple[str | None, str]]:
     skip = scenery(p, d)
     want = {(b.ns, b.name): None for b in d.bridges if b.ns not in skip}
-    want.update({(e.ns, e.name): None for v in d.veths for e in v.ends if e.ns not in skip})
+    want.update({(e.ns, e.name): None for e, _ in veth_counting(p, d)})
     want.update({(x.ns, x.name): None for x in d.vxlans})   # a network's way to the other lab hosts
     if d.uplink:
         want[(d.host_ns, d.uplink)] = None
@@ -228,6 +247,10 @@ def close(p) -> None:
         close_fds(a.fds)
     close_fds(list(p.tc_copies.values()))
     p.tc_copies.clear()
+    for fam in p.families.values():   # a compiled object's programs, perf events, then maps
+        close_fds(fam.owned)
+        fam.maps, fam.progs, fam.insns = {}, {}, {}
+    close_fds(p.owned_map_fds)
     p.tc.clear()
     p.nf.clear()
     done = set()

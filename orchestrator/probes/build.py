@@ -7,6 +7,7 @@ where the kernel may allow it and given up (degraded, said) if the verifier refu
 """
 from __future__ import annotations
 
+import ctypes as ct
 import errno
 import gzip
 import os
@@ -61,8 +62,12 @@ def _reason_flags() -> tuple[str, ...]:
     reasons = btf.kernel().enum("skb_drop_reason")
     if rng is None or "SKB_DROP_REASON_NOT_SPECIFIED" not in reasons:
         return ()
-    return (f"-DMC_INPUT_START={rng[0]}ULL", f"-DMC_INPUT_END={rng[1]}ULL", f"-DR_MCAST_NOT_JOINED={MCAST_NOT_JOINED}",
-            f"-DREASON_NOT_SPECIFIED={reasons['SKB_DROP_REASON_NOT_SPECIFIED']}")
+    out = (f"-DMC_INPUT_START={rng[0]}ULL", f"-DMC_INPUT_END={rng[1]}ULL", f"-DR_MCAST_NOT_JOINED={MCAST_NOT_JOINED}",
+           f"-DREASON_NOT_SPECIFIED={reasons['SKB_DROP_REASON_NOT_SPECIFIED']}")
+    rng4 = symbol_range("ip_rcv_finish_core")
+    if rng4 is not None:
+        out += (f"-DRCV4_START={rng4[0]}ULL", f"-DRCV4_END={rng4[1]}ULL")
+    return out
 
 
 def cflags(p, families: list[str]) -> list[str]:
@@ -147,8 +152,11 @@ def _degradations(p, read_error: str) -> None:
     if drops.ok and not (nf.ok and nf.bpf is drops.bpf):
         drops.degraded = "drops not attributed to a node or hook (the netfilter probes did not load with them)"
     elif drops.ok and not _reason_flags():
-        drops.degraded = ("IPv6 multicast not joined counted as NOT_SPECIFIED drops (kallsyms hides "
-                          "ip6_mc_input's address: kptr_restrict)")
+        drops.degraded = ("multicast not joined counted as NOT_SPECIFIED drops (kallsyms hides "
+                          "ip6_mc_input's and ip_rcv_finish_core's addresses: kptr_restrict)")
+    elif drops.ok and not p.read_packet:
+        drops.degraded = ("IPv4 multicast not joined counted as NOT_SPECIFIED drops (telling it apart reads the "
+                          "IP header, which lockdown or BRIDGELAB_PROBE_NO_READ forbids)")
 
 
 def _compile(p, families: list[str]) -> None:
@@ -176,9 +184,15 @@ def _compile(p, families: list[str]) -> None:
                 bpf.cleanup()
                 detail = _diagnose(text, flags, [[prog.fn, prog.prog_type, at]])
                 raise LoadError(name, f"{e}: {detail}" if detail else str(e)) from None
+    from bcc.libbcc import lib
+    license = lib.bpf_module_license(bpf.module).decode()
     for name in families:
         fam = p.families[name]
-        fam.bpf, fam.progs, fam.ok = bpf, progs[name], True
+        fam.bpf, fam.progs, fam.ok, fam.license = bpf, progs[name], True, license
+        # what tc_prog copies per namespace: the instructions as bcc loaded them (maps' fds in)
+        fam.insns = {fn: ct.string_at(lib.bpf_function_start(bpf.module, fn.encode()),
+                                      lib.bpf_function_size(bpf.module, fn.encode()))
+                     for fn in BY_NAME[name].functions if lib.bpf_function_start(bpf.module, fn.encode())}
 
 
 class LoadError(Exception):

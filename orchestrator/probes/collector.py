@@ -92,8 +92,10 @@ def _sum(v, attr=None):
 
 class ProbeCollector:
     def __init__(self, probes, ports: set[str], macs: dict[str, tuple[str, str]] | None = None,
-                 networks: dict[tuple[str, str], str] | None = None):
+                 networks: dict[tuple[str, str], str] | None = None,
+                 mirrors: dict[tuple[str, str], tuple[str, str]] | None = None):
         self.networks = networks or {}  # (node, interface) -> the topology network it is on
+        self.mirrors = mirrors or {}    # a counted veth end -> its peer, counted as its mirror (attach.veth_counting)
         self.p = probes
         self.ports = ports          # names of the bridge ports (veth host ends)
         self.macs = macs or {}      # "aa:bb:..." -> (node, interface), the lab's own MACs
@@ -197,10 +199,16 @@ class ProbeCollector:
                 node, dev = self._names(k.cookie, k.ifindex)
                 if not node:
                     continue
-                key = (node, dev, "tc_" + points.TC_POINTS[k.dir], points.TC_POINTS[k.dir],
-                       _proto(k), FAMILY.get(k.family, ""))
-                out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
-                out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
+                proto, fam_ = _proto(k), FAMILY.get(k.family, "")
+                pk, by = _sum(v, "packets"), _sum(v, "bytes")
+                keys = [(node, dev, "tc_" + points.TC_POINTS[k.dir], points.TC_POINTS[k.dir], proto, fam_)]
+                peer = self.mirrors.get((node, dev))
+                if peer:   # what this end sends its peer receives, and the other way round
+                    other = points.TC_POINTS[1 - k.dir]
+                    keys.append((*peer, "tc_" + other, other, proto, fam_))
+                for key in keys:
+                    out["packets"][key] = out["packets"].get(key, 0) + pk
+                    out["bytes"][key] = out["bytes"].get(key, 0) + by
         elif table == "nf_counts":
             for k, v in items:
                 node, iif = self._names(k.cookie, k.iif)

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import points
 from .points import nf_hook
@@ -21,14 +22,24 @@ K_TC, K_NF, K_DROP = 1, 2, 3
 PROTO = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
-def proto_name(n: int) -> str:
-    """IP protocol N by name (gre, esp, sctp, ...), never a bare number."""
-    if n in PROTO:
-        return PROTO[n]
+@lru_cache(maxsize=2)
+def _protocols(path: str) -> dict[int, str]:
+    """/etc/protocols by number (Python's socket module has getprotobyname only)."""
+    out: dict[int, str] = {}
     try:
-        return socket.getprotobynumber(n)
+        with open(path) as f:
+            for line in f:
+                w = line.split("#", 1)[0].split()
+                if len(w) >= 2 and w[1].isdigit():
+                    out.setdefault(int(w[1]), w[0])
     except OSError:
-        return f"protocol {n}"
+        pass
+    return out
+
+
+def proto_name(n: int, path: str = "/etc/protocols") -> str:
+    """IP protocol N by name (gre, esp, sctp, ...), or 'protocol N' where the system has no name."""
+    return PROTO.get(n) or _protocols(path).get(n) or f"protocol {n}"
 
 
 class Tuple(ct.Structure):

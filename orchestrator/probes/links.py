@@ -34,8 +34,27 @@ def _bpf(cmd: int, attr: bytes) -> int:
     return fd
 
 
+# what a compiled object (compiled.py) already read from the kernel's BTF in the child that
+# built it: a daemon loading that object never parses the BTF itself (0.13 s and ~30 MB)
+_FACTS: dict = {}
+
+
+def set_facts(facts: dict) -> None:
+    _FACTS.clear()
+    _FACTS.update(facts)
+
+
+def facts() -> dict:
+    """What a compiled object needs the loading side to know about this kernel."""
+    return {"attach_types": {k: v for k, v in _attach_types().items()
+                             if k in ("BPF_TCX_INGRESS", "BPF_TCX_EGRESS", "BPF_NETFILTER")},
+            "stats_offsets": list(_stats_offsets())}
+
+
 @lru_cache(maxsize=1)
 def _attach_types() -> dict[str, int]:
+    if "attach_types" in _FACTS:
+        return dict(_FACTS["attach_types"])
     return btf.kernel().enum("bpf_attach_type")
 
 
@@ -91,6 +110,8 @@ def prog_stats(prog_fd: int) -> tuple[int, int]:
 
 @lru_cache(maxsize=1)
 def _stats_offsets() -> tuple[int, int]:
+    if "stats_offsets" in _FACTS:
+        return tuple(_FACTS["stats_offsets"])
     b = btf.kernel()
     return b.member("bpf_prog_info", "run_time_ns")[0], b.member("bpf_prog_info", "run_cnt")[0]
 

@@ -37,19 +37,30 @@ class Family:
     bpf: object = None
     progs: dict = field(default_factory=dict)      # function name -> fd
     degraded: str = ""
+    insns: dict = field(default_factory=dict)      # function name -> its instructions as loaded (maps' fds in)
+    license: str = "GPL"
+    maps: dict = field(default_factory=dict)       # name -> objects.Map, when made from a compiled object
+    owned: list = field(default_factory=list)      # its program and perf event fds (compiled object)
 
 
 class Probes:
     def __init__(self, lab: str, trace: TraceFilter | None = None, read_packet: bool | None = None,
-                 ring_pages: int = 256, probe_dir: str | None = None, fast_bits: int = 11):
+                 ring_pages: int = 256, probe_dir: str | None = None, fast_bits: int = 11,
+                 in_process: bool | None = None):
         self.lab = lab
         self.fast_bits = fast_bits   # log2 of the counters' fast slots (common.h); tests make it tiny
         self.trace = trace
         self.probe_dir = probe_dir or PROBE_DIR
         self.ring_pages = ring_pages
         if read_packet is None:
-            read_packet = kernel.capabilities().read_kernel and os.environ.get("BRIDGELAB_PROBE_NO_READ") != "1"
+            # lockdown alone says it (kernel.capabilities would parse the BTF for the same answer)
+            read_packet = kernel.lockdown() != "confidentiality" and os.environ.get("BRIDGELAB_PROBE_NO_READ") != "1"
         self.read_packet = read_packet
+        # a trace needs bcc's ring buffers and its filter compiled in: it compiles in-process; the
+        # metrics probes come from a compiled object (compiled.py), so bcc never loads here
+        self.in_process = trace is not None if in_process is None else in_process
+        self.owned_map_fds: list[int] = []
+        self.compile_info: dict = {}
         self.families: dict[str, Family] = {n: Family(n) for n in NAMES}
         self.tc: dict[tuple[str | None, str], attach.Attachment] = {}
         self.nf: dict[str | None, attach.Attachment] = {}
@@ -64,7 +75,12 @@ class Probes:
         self.known_ifnames: dict[tuple[int, int], str] = {}
 
     def load(self) -> None:
-        build.load(self)
+        if self.in_process:
+            build.load(self)
+            return
+        from . import compiled, objects
+        obj, self.compile_info = compiled.get(self)
+        objects.load(self, obj)
 
     def sync(self, d: Desired) -> int:
         return attach.sync(self, d)
@@ -106,7 +122,11 @@ class Probes:
 
     def table(self, family: str, name: str):
         fam = self.families[family]
-        return fam.bpf[name] if fam.ok and fam.bpf is not None else None
+        if not fam.ok:
+            return None
+        if fam.maps:
+            return fam.maps.get(name)
+        return fam.bpf[name] if fam.bpf is not None else None
 
     def names(self, cookie: int, ifindex: int) -> tuple[str, str]:
         """(node, interface) for a trace event's netns cookie and ifindex."""

@@ -1,12 +1,12 @@
-"""Give back what the probe compiler left resident. The daemon compiles its probes once, with
-bcc's in-process clang/LLVM, and keeps running for months; after a compile it held 197 MB RSS
+"""Give back what the probe compiler left resident, where it ran in-process (a trace, doctor's
+or a bench's own probes: the daemon's come from a child, compiled.py, and this only trims its
+heap). When the daemon compiled in-process with bcc's clang/LLVM, after a compile it held 197 MB RSS
 for the seed lab, of which ~41 MB were heap pages clang had freed but glibc kept, and ~77 MB the
 text of libLLVM, libclang-cpp and libbcc, touched once by the compile and never again (measured
 with /proc/self/smaps_rollup: 197 -> 156 MB after malloc_trim, -> 78 MB after MADV_PAGEOUT).
 The parsed kernel BTF is let go too.
 
-Paging out read-only file mappings is safe: a page needed again (a tc program copy loaded for a
-namespace made anew goes through libbcc) faults back in from the file. Kernels before 5.4 have
+Paging out read-only file mappings is safe: a page needed again faults back in from the file. Kernels before 5.4 have
 no MADV_PAGEOUT: then only the trim happens, and the log says so."""
 
 from __future__ import annotations

@@ -31,6 +31,12 @@ NDISC_PREFIX = "IPV6_NDISC_"
 # neighbour solicitation to every port, so in a dual-stack lab each node frees the ones meant for
 # the others' solicited-node groups: IPv6's OTHERHOST. drops.c names it when the kernel's symbols
 # say where the free happened (build.mc_input_range).
+# IPv4 has the same: a multicast packet for a group the node has not joined fails the route
+# lookup and ip_rcv_finish_core frees it NOT_SPECIFIED (ip_route_input_rcu: not "our" group, no
+# multicast forwarding). The bridge floods the host's IGMPv3 reports (224.0.0.22, a group only
+# multicast routers join) to every container as their interfaces come up. That function frees
+# other packets too, so drops.c names it only for a multicast destination (its IP header read
+# where lockdown allows; otherwise it stays NOT_SPECIFIED and the probe says so).
 MCAST_NOT_JOINED = 0x10001
 OURS = {MCAST_NOT_JOINED: "MCAST_NOT_JOINED"}
 AFTER_DELIVERY = AFTER_DELIVERY | set(OURS.values())
@@ -45,6 +51,9 @@ def is_loss(reason: str) -> bool:
 def reason_names() -> dict[int, str]:
     """SKB_DROP_REASON_NOT_SPECIFIED -> NOT_SPECIFIED, from the kernel's BTF enum (the same
     names kfree_skb's tracefs print fmt uses)."""
+    from .links import _FACTS
+    if "reason_names" in _FACTS:   # read by the child that compiled the probes (compiled.py)
+        return {int(k): v for k, v in _FACTS["reason_names"].items()}
     try:
         enum = btf.kernel().enum("skb_drop_reason")
     except (OSError, btf.BTFError):

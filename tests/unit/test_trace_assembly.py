@@ -137,3 +137,16 @@ def test_neighbour_discovery_is_never_a_drop():
     from orchestrator.probes.reasons import is_loss
     assert not is_loss("IPV6_NDISC_NS_OTHERHOST") and not is_loss("IPV6_NDISC_HOP_LIMIT")
     assert is_loss("IPV6DISABLED") and is_loss("NETFILTER_DROP") and not is_loss("NO_SOCKET")
+
+
+def test_a_protocol_without_a_decoder_is_named_from_the_systems_table(tmp_path):
+    # a drop sample of IGMP (2) once took the drop report down: Python has no getprotobynumber
+    table = tmp_path / "protocols"
+    table.write_text("# comment\nigmp\t2\tIGMP\t# internet group management\ngre 47 GRE\n")
+    assert events.proto_name(2, str(table)) == "igmp"
+    assert events.proto_name(47, str(table)) == "gre"
+    assert events.proto_name(6, str(table)) == "tcp"
+    assert events.proto_name(200, str(table)) == "protocol 200"
+    assert events.proto_name(2, str(tmp_path / "missing")) == "protocol 2"
+    t = events.Tuple(proto=2, family=4)
+    assert events.tuple_dict(t)["proto"] in ("igmp", "protocol 2")

@@ -29,3 +29,11 @@ class FamilySpec:
     attaches: str                       # what it attaches to, for doctor ("will attach: ...")
     ring: str = ""                      # its ring buffer in trace mode
     lost: str = ""                      # the map counting events the ring had no room for
+    tracepoint: str = ""                # "category:event" its TRACEPOINT_PROBE attaches to
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Its programs' C function names, a tracepoint's as bcc names it."""
+        if self.tracepoint:
+            return ("tracepoint__" + self.tracepoint.replace(":", "__"),)
+        return tuple(p.fn for p in self.programs)

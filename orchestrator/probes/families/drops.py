@@ -12,5 +12,5 @@ def _needs(caps: Caps) -> str:
             "or not in this kernel")
 
 
-FAMILY = FamilySpec(name="drops", source="drops.c", programs=(), needs=_needs,
+FAMILY = FamilySpec(name="drops", source="drops.c", programs=(), needs=_needs, tracepoint="skb:kfree_skb",
                     attaches="skb:kfree_skb with the kernel's drop reason", ring="drop_events", lost="drop_lost")

@@ -9,5 +9,5 @@ def _needs(caps: Caps) -> str:
     return "" if tracepoint("bridge/br_fdb_update") else f"tracepoint bridge:br_fdb_update not found under {TRACEFS}"
 
 
-FAMILY = FamilySpec(name="fdb", source="bridge_fdb.c", programs=(), needs=_needs,
+FAMILY = FamilySpec(name="fdb", source="bridge_fdb.c", programs=(), needs=_needs, tracepoint="bridge:br_fdb_update",
                     attaches="bridge:br_fdb_update (FDB learning)")
