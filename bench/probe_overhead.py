@@ -5,8 +5,8 @@ through the bridge, the host's FORWARD and MASQUERADE, side by side in one run:
   metrics  the daemon's probes (counters in kernel maps)
   trace    `bridgelab trace` with a filter matching the iperf3 flow (every packet an event)
   tcpdump  tcpdump on the same host interfaces (veth1 and the uplink), writing to /dev/null
-  before   the metrics probes of an earlier checkout (--before TREE), held by a child running
-           that tree's code: a design change measured before and after in the same rounds
+  NAME     (--before NAME=TREE, repeatable) the metrics probes of an earlier checkout, held by a
+           child running that tree's code: each design change measured in the same rounds
   floor    empty programs at every tc and netfilter point the metrics probes use: what being
            there at all costs (the kernel's dispatch), below which no counter design can go
 
@@ -105,7 +105,7 @@ print("attached", flush=True)
 sys.stdin.read()
 p.close()
 """
-BEFORE_TREE = ""
+BEFORE: dict[str, str] = {}   # mode name -> an earlier checkout
 
 
 class Mode:
@@ -119,12 +119,12 @@ class Mode:
             if self.name == "metrics":
                 self.probes.load()
             self.probes.sync(self.d)
-        elif self.name == "before":
-            p = subprocess.Popen([sys.executable, "-c", _HOLD, self.lab, self.path], cwd=BEFORE_TREE,
+        elif self.name in BEFORE:
+            p = subprocess.Popen([sys.executable, "-c", _HOLD, self.lab, self.path], cwd=BEFORE[self.name],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.procs.append(p)
             if p.stdout.readline().strip() != "attached":
-                raise RuntimeError(f"the probes of {BEFORE_TREE} did not attach")
+                raise RuntimeError(f"the probes of {BEFORE[self.name]} did not attach")
         elif self.name == "trace":
             p = subprocess.Popen([sys.executable, "-m", "orchestrator", "trace", "-f", self.path, "--json",
                                   "--proto", "tcp", "--port", "5201"], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -243,14 +243,17 @@ def main():
     ap.add_argument("--no-extras", action="store_true", help="throughput and packet rate only (no cost per "
                     "run, no trace event rate)")
     ap.add_argument("--modes", nargs="+", default=["none", "metrics", "trace", "tcpdump"],
-                    choices=["none", "metrics", "trace", "tcpdump", "floor", "before"], help="none is always run: the baseline")
-    ap.add_argument("--before", default="", help="a checkout of earlier code: its metrics probes are the "
-                    "`before` mode")
+                    help="none, metrics, trace, tcpdump, floor, or a --before name; none is always run: the baseline")
+    ap.add_argument("--before", action="append", default=[], metavar="NAME=TREE",
+                    help="an earlier checkout whose metrics probes run as mode NAME (repeatable)")
     args = ap.parse_args()
-    global UPSTREAM, BEFORE_TREE
-    BEFORE_TREE = os.path.abspath(args.before) if args.before else ""
-    if "before" in args.modes and not BEFORE_TREE:
-        ap.error("mode before needs --before TREE")
+    global UPSTREAM
+    for b in args.before:
+        name, _, tree = b.partition("=")
+        BEFORE[name] = os.path.abspath(tree)
+    unknown = set(args.modes) - {"none", "metrics", "trace", "tcpdump", "floor"} - set(BEFORE)
+    if unknown:
+        ap.error(f"unknown modes {sorted(unknown)} (a checkout's mode needs --before NAME=TREE)")
     if args.ipv6:
         UPSTREAM = "2001:db8:ff::10"   # examples/seed-dualstack.yaml sandbox.internet6
     logs.configure("warning")  # JSON on stdout is the result; the probes' logs stay out of it
@@ -283,7 +286,7 @@ def main():
                         cpu[m].append(u["sender_cpu_percent"])
         med = {m: statistics.median(v) for m, v in bps.items()}
         result = {
-            "date": time.strftime("%Y-%m-%d %H:%M"), "before": BEFORE_TREE or None,
+            "date": time.strftime("%Y-%m-%d %H:%M"), "before": BEFORE or None,
             "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release},
             "topology": "seed-dualstack, traffic over IPv6" if args.ipv6 else "seed, IPv4",
             "throughput_gbps_median": {m: round(v / 1e9, 2) for m, v in med.items()},

@@ -22,8 +22,10 @@ BPF_PERCPU_ARRAY(scratch, u64, 1);   /* read by drops.c (same compile unit) */
 #ifdef READ_PACKET
 struct nat_key { u64 cookie; u8 kind, family, _pad[6]; };   /* kind 1 DNAT, 2 SNAT */
 BPF_PERCPU_HASH(nat_counts, struct nat_key, u64, 1024);
+#ifdef TRACE   /* a trace shows the tuple before and after NAT: the one before, per skb */
 struct nat_slot { u64 addr; struct tuple t; };
 BPF_ARRAY(before_nat, struct nat_slot, SLOTS);    /* direct-mapped like last_seen */
+#endif
 
 static __always_inline void l4_bytes(u8 *b, u8 proto, struct tuple *t) {
     if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
@@ -73,11 +75,38 @@ static __always_inline int read_tuple(void *skb, struct tuple *t) {
     return 1;
 }
 
+#if !defined(TRACE) && defined(SKB_NFCT)
+#define IPS_SRC_NAT 0x10    /* include/uapi/linux/netfilter/nf_conntrack_common.h */
+#define IPS_DST_NAT 0x20
+/* A NAT translation, counted from conntrack's own record of the binding, just after the NAT
+ * hook: at PREROUTING/OUTPUT NAT rewrites destinations, at POSTROUTING/INPUT sources; on a
+ * reply the roles swap (a masqueraded reply gets its destination back). The kernel sets
+ * IPS_SRC_NAT/IPS_DST_NAT only for a binding that changes the tuple, and rewrites a packet
+ * exactly when its direction's bit is set (nf_nat_packet): the same count as comparing the
+ * tuples before and after, without a probe before NAT. */
+static __always_inline void nat_count(void *skb, u8 hook, u64 cookie, u8 family) {
+    unsigned long nfct = LD(unsigned long, skb, SKB_NFCT);
+    u32 ctinfo = nfct & 7;                       /* NFCT_INFOMASK */
+    void *ct = (void *)(nfct & ~7UL);
+    if (!ct || ctinfo == 7) return;              /* no conntrack entry, or IP_CT_UNTRACKED */
+    unsigned long status = 0;
+    if (bpf_probe_read_kernel(&status, sizeof(status), ct + CT_STATUS)) return;
+    int dst_hook = hook == 0 || hook == 3;       /* NF_INET_PRE_ROUTING, NF_INET_LOCAL_OUT */
+    int reply = ctinfo >= 3;                     /* IP_CT_IS_REPLY and after */
+    if (!(status & ((dst_hook ^ reply) ? IPS_DST_NAT : IPS_SRC_NAT))) return;
+    struct nat_key nk = {.cookie = cookie, .kind = dst_hook ? 1 : 2, .family = family};
+    u64 z = 0, *n = nat_counts.lookup_or_try_init(&nk, &z);
+    if (n) (*n)++;
+}
+#endif
+
+#ifdef TRACE
 static __always_inline int same_ends(struct tuple *a, struct tuple *b, int dst) {
     u32 *x = dst ? a->daddr : a->saddr, *y = dst ? b->daddr : b->saddr;
     return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3]
         && (dst ? a->dport == b->dport : a->sport == b->sport);
 }
+#endif
 #endif
 
 #ifdef TRACE
@@ -122,7 +151,24 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
 #ifdef TRACE
     s.traced = hash && flows.lookup(&hash);
 #endif
-#if defined(READ_PACKET)
+#if defined(READ_PACKET) && !defined(TRACE)
+    /* the metrics probes sit after NAT only (points.py METRICS_NF): the tuple for drop samples
+     * is read there, and NAT is counted from conntrack. After SNAT the tuple stays the one read
+     * after DNAT for the same skb: what a drop sample names is the container, not the uplink. */
+    struct tuple t = {};
+    int has = 0;
+    struct seen *sp = last_seen.lookup(&slot);
+    if (nat_edge == 2) {
+        if (pt == 8 && sp && sp->addr == addr && sp->cookie == cookie && sp->has_tuple) {
+            t = sp->t; has = 1;
+        } else {
+            has = read_tuple(skb, &t);
+        }
+#ifdef SKB_NFCT
+        nat_count(skb, hook, cookie, family);
+#endif
+    }
+#elif defined(READ_PACKET)
     struct tuple t = {};
     int has = 0;
     struct seen *sp = last_seen.lookup(&slot);
@@ -130,11 +176,9 @@ static __always_inline int nf_point(struct nf_ctx *ctx, u8 pt, u8 nat_edge) {
         /* before SNAT the tuple is the one read a hop earlier in this namespace (after DNAT, or
          * at OUTPUT): routing and the filter table do not rewrite it */
         t = sp->t; has = 1;
-    } else
-#ifndef TRACE
-    if (nat_edge)   /* counting needs the tuple only around NAT */
-#endif
+    } else {
         has = read_tuple(skb, &t);
+    }
     struct nat_slot *ns = has && nat_edge ? before_nat.lookup(&slot) : 0;
     if (ns && nat_edge == 1) {
         ns->addr = addr; ns->t = t;

@@ -15,7 +15,7 @@ from ..lab.resources import Desired, VethEnd
 from . import links
 from .families.base import BPF_PROG_TYPE_SCHED_CLS
 from .build import explain
-from .points import CONTAINER_NF, MAX_SHIFT, NF_POINTS
+from .points import CONTAINER_NF, MAX_SHIFT, METRICS_NF, NF_POINTS
 
 _PLACEHOLDER = 0x626C6E73636F6F6B  # "blnscook", NS_COOKIE in tc_points.c
 
@@ -219,7 +219,7 @@ def _sync_nf(p, ns: str | None, node: str, ino: int, full: bool = True, pfs: tup
     fds: list[int] = []
     try:
         for pf in pfs:
-            for pt in NF_POINTS if full else CONTAINER_NF:
+            for pt in (NF_POINTS if p.trace is not None else METRICS_NF) if full else CONTAINER_NF:
                 prog = nf.progs[f"nf_p{pt.id}" if full else f"nf_c{pt.id}"]
                 fds.append(_free_priority(prog, ns, pt, pf))
         p.attach_errors.pop(f"nf {node}", None)

@@ -31,7 +31,14 @@ def kernel_offsets() -> list[str]:
         "ST_PF": ("nf_hook_state", "pf"),
         "DEV_IFINDEX": ("net_device", "ifindex"), "NET_COOKIE": ("net", "net_cookie"),
     }
-    return [f"-D{k}={b.member(s, m)[0]}" for k, (s, m) in want.items()]
+    out = [f"-D{k}={b.member(s, m)[0]}" for k, (s, m) in want.items()]
+    # conntrack's view, for the NAT translation counts (nf_hooks.c nat_count); a kernel without
+    # conntrack has neither, and no NAT to count
+    try:
+        out += [f"-DSKB_NFCT={b.member('sk_buff', '_nfct')[0]}", f"-DCT_STATUS={b.member('nf_conn', 'status')[0]}"]
+    except btf.BTFError:
+        pass
+    return out
 
 
 def kernel_hz() -> tuple[int, str]:

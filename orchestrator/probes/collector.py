@@ -215,10 +215,16 @@ class ProbeCollector:
                 _, oif = self._names(k.cookie, k.oif)
                 if not node:
                     continue
-                hook, dev, direction = nf_hook(k.point, iif, oif, self.ports)
-                key = (node, dev, hook, direction, FAMILY.get(k.family, "ipv4"), FAMILY.get(k.family, "ipv4"))
-                out["packets"][key] = out["packets"].get(key, 0) + _sum(v, "packets")
-                out["bytes"][key] = out["bytes"].get(key, 0) + _sum(v, "bytes")
+                pk, by = _sum(v, "packets"), _sum(v, "bytes")
+                fam_ = FAMILY.get(k.family, "ipv4")
+                # a point after NAT also stands for the one before it (points.MIRRORED_NF), in the
+                # metrics probes' counts only: a trace's own points are all there
+                mirrored = points.MIRRORED_NF.get(k.point) if getattr(self.p, "trace", None) is None else None
+                for pt in (k.point,) if mirrored is None else (k.point, mirrored):
+                    hook, dev, direction = nf_hook(pt, iif, oif, self.ports)
+                    key = (node, dev, hook, direction, fam_, fam_)
+                    out["packets"][key] = out["packets"].get(key, 0) + pk
+                    out["bytes"][key] = out["bytes"].get(key, 0) + by
         elif table == "drop_counts":
             names = reason_names()
             for k, v in items:

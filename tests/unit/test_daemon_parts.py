@@ -171,6 +171,27 @@ def test_collector_labels_tc_and_bridged_or_routed_nf_hops():
                              ("host", "veth1", "bridge_prerouting", "in", "ipv4", "ipv4"): 3}
 
 
+def test_collector_reports_the_mirrored_veth_end_and_the_points_before_nat():
+    from orchestrator.probes.collector import ProbeCollector
+    col = ProbeCollector(_FakeProbes(), ports={"veth1"}, mirrors={("host", "veth1"): ("container1", "eth1")})
+    counter = [SimpleNamespace(packets=2, bytes=196)]
+    tc = col._label("tc", "tc_counts", [(SimpleNamespace(cookie=11, ifindex=4, dir=0, proto=1, family=4), counter),
+                                        (SimpleNamespace(cookie=11, ifindex=5, dir=1, proto=1, family=4), counter)])
+    # veth1's ingress is eth1's egress; ens33 has no peer of the lab's
+    assert tc["packets"] == {("host", "veth1", "tc_ingress", "ingress", "icmp", "ipv4"): 2,
+                             ("container1", "eth1", "tc_egress", "egress", "icmp", "ipv4"): 2,
+                             ("host", "ens33", "tc_egress", "egress", "icmp", "ipv4"): 2}
+    assert tc["bytes"][("container1", "eth1", "tc_egress", "egress", "icmp", "ipv4")] == 196
+    nf = col._label("nf", "nf_counts", [(SimpleNamespace(cookie=11, iif=0, oif=5, point=8, family=4), counter),
+                                        (SimpleNamespace(cookie=11, iif=5, oif=0, point=2, family=4), counter),
+                                        (SimpleNamespace(cookie=11, iif=3, oif=5, point=0, family=4), counter)])
+    assert nf["packets"] == {("host", "ens33", "snat", "out", "ipv4", "ipv4"): 2,
+                             ("host", "ens33", "postrouting", "out", "ipv4", "ipv4"): 2,
+                             ("host", "ens33", "dnat", "in", "ipv4", "ipv4"): 2,
+                             ("host", "ens33", "prerouting", "in", "ipv4", "ipv4"): 2,
+                             ("host", "ens33", "forward", "through", "ipv4", "ipv4"): 2}
+
+
 def test_collector_labels_drops_and_nat_by_node_only():
     col = _collector()
     drops = col._label("drops", "drop_counts", [(SimpleNamespace(cookie=11, reason=2, point=0, family=6), [4, 1])])
