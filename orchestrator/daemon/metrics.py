@@ -4,12 +4,15 @@ probes). One registry per daemon; every label set is bounded by the lists below.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                disable_created_metrics, make_wsgi_app)
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from prometheus_client.openmetrics import exposition as _openmetrics
 
 from .. import __version__
 from ..errors import InputError
@@ -20,6 +23,16 @@ KINDS = METRIC_KINDS
 OUTCOMES = ("applied", "failed", "backoff", "observed")  # observed: --no-heal
 RESYNC_REASONS = ("lost_events", "periodic", "resubscribe")
 
+
+# prometheus-client (0.26) validates and escapes every label name of every sample at every
+# scrape, in both text formats: 7 regex matches per datapath sample, 26 % of a scrape of a
+# 200-container lab (cProfile of generate_latest: 0.137 of 0.527 s). The names are a handful of
+# constants, so the same pure function is memoized (tests/unit: exposition byte-identical), and
+# so is the escaping of label values, which take the lab's own names (bounded: node, interface,
+# hook, ...): one scrape of 200 containers' probe families 19.2 -> 14.2 ms (label names alone).
+if not hasattr(_openmetrics.escape_label_name, "cache_info"):
+    _openmetrics.escape_label_name = lru_cache(maxsize=512)(_openmetrics.escape_label_name)
+    _openmetrics._escape = lru_cache(maxsize=8192)(_openmetrics._escape)
 
 MAX_CONNECTIONS = 8   # served at once: prometheus-client's own server spawned a thread per connection,
 IDLE_SECONDS = 2.0    # idle ones included, without bound

@@ -333,3 +333,27 @@ def test_a_service_gone_before_its_start_time_is_read_is_not_running(tmp_path, m
         asyncio.run(services.settle("t1", svc, rec))
     import os
     assert not services.running({"pid": os.getpid(), "start": None})
+
+
+def test_memoized_label_name_escaping_leaves_the_exposition_byte_identical():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.openmetrics import exposition as om
+    from orchestrator.daemon import metrics  # noqa: F401  (memoizes on import)
+    assert hasattr(om.escape_label_name, "cache_info")
+
+    class C:
+        def collect(self):
+            c = CounterMetricFamily("bridgelab_x", "help", labels=["node", "interface", "weird.name", "a-b"])
+            c.add_metric(["host", 'v"e\\th\n1', "x", "y"], 3)
+            yield c
+    reg = CollectorRegistry()
+    reg.register(C())
+    fast = (generate_latest(reg), om.generate_latest(reg), generate_latest(reg, escaping=om.ALLOWUTF8))
+    memo = om.escape_label_name, om._escape
+    om.escape_label_name, om._escape = om.escape_label_name.__wrapped__, om._escape.__wrapped__
+    try:
+        slow = (generate_latest(reg), om.generate_latest(reg), generate_latest(reg, escaping=om.ALLOWUTF8))
+    finally:
+        om.escape_label_name, om._escape = memo
+    assert fast == slow and b'weird_name="x"' in fast[0] and b'v\\"e\\\\th\\n1' in fast[0]
