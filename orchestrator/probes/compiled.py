@@ -164,6 +164,8 @@ def get(p) -> tuple[dict, dict]:
         _unlink(tmp)
         raise CompileError(f"probe compiler failed: {last.strip()[:400]}")
     os.replace(tmp, out)
+    if out == path:
+        prune(d, keep=os.path.basename(path))
     obj, why = _load_file(out, want)
     if out != path:
         _unlink(out)
@@ -172,6 +174,32 @@ def get(p) -> tuple[dict, dict]:
         raise CompileError(f"probe compiler wrote no usable object: {why}")
     how["compile_seconds"] = round(time.monotonic() - t0, 3)
     return obj, how
+
+
+STALE_DAYS = 7
+
+
+def prune(d: str, keep: str, now: float | None = None) -> list[str]:
+    """Objects of other keys (an earlier boot, kernel or version) left untouched for STALE_DAYS:
+    removed when a new one is written, so the directory does not grow by one file per boot.
+    A daemon running on one of them read it at its start and never again."""
+    now = time.time() if now is None else now
+    gone = []
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return gone
+    for n in names:
+        if n == keep or not (n.startswith("probes-") and n.endswith(".json")):
+            continue
+        f = os.path.join(d, n)
+        try:
+            if now - os.stat(f).st_mtime > STALE_DAYS * 86400:
+                os.unlink(f)
+                gone.append(n)
+        except OSError:
+            pass
+    return gone
 
 
 def _unlink(path: str) -> None:

@@ -357,3 +357,17 @@ def test_memoized_label_name_escaping_leaves_the_exposition_byte_identical():
     finally:
         om.escape_label_name, om._escape = memo
     assert fast == slow and b'weird_name="x"' in fast[0] and b'v\\"e\\\\th\\n1' in fast[0]
+
+
+def test_the_probe_cache_lets_go_of_objects_no_one_used_for_a_week(tmp_path):
+    import os
+    from orchestrator.probes import compiled
+    now = 1_800_000_000
+    for name, age_days in (("probes-new.json", 0), ("probes-old.json", 8), ("probes-recent.json", 2),
+                           ("other.json", 30), ("probes-kept.json", 30)):
+        f = tmp_path / name
+        f.write_text("{}")
+        os.utime(f, (now - age_days * 86400, now - age_days * 86400))
+    assert compiled.prune(str(tmp_path), keep="probes-kept.json", now=now) == ["probes-old.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "probes-kept.json", "probes-new.json",
+                                                          "probes-recent.json"]
