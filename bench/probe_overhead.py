@@ -73,8 +73,9 @@ def iperf(lab: str, seconds: float, udp_pps: int = 0) -> dict:
 
 # the floor's programs: return at once. The tc one keeps the namespace placeholder the loader
 # patches per namespace (attach.tc_prog), so it goes where the real one would.
-_LD_PLACEHOLDER = bytes([0x18, 0x01, 0, 0]) + (0x626C6E73636F6F6B & 0xFFFFFFFF).to_bytes(4, "little") + \
-    bytes(4) + (0x626C6E73636F6F6B >> 32).to_bytes(4, "little")
+from orchestrator.probes.attach import _PLACEHOLDER  # noqa: E402
+_LD_PLACEHOLDER = bytes([0x18, 0x01, 0, 0]) + (_PLACEHOLDER & 0xFFFFFFFF).to_bytes(4, "little") + \
+    bytes(4) + (_PLACEHOLDER >> 32).to_bytes(4, "little")
 EMPTY_TC = _LD_PLACEHOLDER + bytes([0xB7, 0, 0, 0]) + (-1).to_bytes(4, "little", signed=True) + bytes([0x95]) + bytes(7)
 EMPTY_NF = bytes([0xB7, 0, 0, 0]) + (1).to_bytes(4, "little") + bytes([0x95]) + bytes(7)
 

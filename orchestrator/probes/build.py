@@ -197,9 +197,9 @@ def _compile(p, families: list[str]) -> None:
         fam = p.families[name]
         fam.bpf, fam.progs, fam.ok, fam.license = bpf, progs[name], True, license
         # what tc_prog copies per namespace: the instructions as bcc loaded them (maps' fds in)
-        fam.insns = {fn: ct.string_at(lib.bpf_function_start(bpf.module, fn.encode()),
-                                      lib.bpf_function_size(bpf.module, fn.encode()))
-                     for fn in BY_NAME[name].functions if lib.bpf_function_start(bpf.module, fn.encode())}
+        starts = {fn: lib.bpf_function_start(bpf.module, fn.encode()) for fn in BY_NAME[name].functions}
+        fam.insns = {fn: ct.string_at(at, lib.bpf_function_size(bpf.module, fn.encode()))
+                     for fn, at in starts.items() if at}
 
 
 class LoadError(Exception):

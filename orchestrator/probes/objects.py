@@ -31,17 +31,8 @@ _PERF_EVENT_IOC_SET_BPF = 0x40042408
 _LOG_SIZE = 1 << 20
 
 
-def _sys_bpf(cmd: int, attr: bytes) -> int:
-    buf = ct.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    r = _libc.syscall(links._SYS_BPF, cmd, buf, 128)
-    if r < 0:
-        err = ct.get_errno()
-        raise OSError(err, os.strerror(err))
-    return r
-
-
 def map_create(spec: dict, name: str) -> int:
-    return _sys_bpf(_BPF_MAP_CREATE, struct.pack("<IIIIIII16s", spec["type"], spec["key_size"], spec["value_size"],
+    return links._bpf(_BPF_MAP_CREATE, struct.pack("<IIIIIII16s", spec["type"], spec["key_size"], spec["value_size"],
                                                  spec["max_entries"], spec["flags"], 0, 0, name.encode()[:15]))
 
 
@@ -55,7 +46,7 @@ def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL", exp
                            1 if log is not None else 0, _LOG_SIZE if log is not None else 0,
                            ct.addressof(log) if log is not None else 0, 0, 0, name.encode()[:15], 0,
                            expected_attach_type)
-        return _sys_bpf(_BPF_PROG_LOAD, attr)
+        return links._bpf(_BPF_PROG_LOAD, attr)
     try:
         return attempt(None)
     except OSError as e:
@@ -175,7 +166,7 @@ class Map:
         n = links.NCPU if self.percpu else 1
         v = ct.create_string_buffer(vsz * n)
         try:
-            _sys_bpf(_BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQ", self.map_fd, 0, ct.addressof(k), ct.addressof(v)))
+            links._bpf(_BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQ", self.map_fd, 0, ct.addressof(k), ct.addressof(v)))
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise KeyError(key) from None
@@ -186,7 +177,7 @@ class Map:
     def __delitem__(self, key) -> None:
         k = self._key(key)
         try:
-            _sys_bpf(_BPF_MAP_DELETE_ELEM, struct.pack("<IIQ", self.map_fd, 0, ct.addressof(k)))
+            links._bpf(_BPF_MAP_DELETE_ELEM, struct.pack("<IIQ", self.map_fd, 0, ct.addressof(k)))
         except OSError as e:
             if e.errno == errno.ENOENT:
                 raise KeyError(key) from None
